@@ -1,0 +1,40 @@
+"""Shared fixtures: small generated IMDB corpora in the aclImdb, tarball and prepared formats."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from trainer import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def corpus_files():
+  """Files of a small aclImdb tree: 24 reviews per folder, 4 per movie."""
+  return synthetic_imdb.generate(reviews_per_folder=24, reviews_per_movie=4, seed=1)
+
+
+@pytest.fixture
+def aclimdb_tarball(tmp_path, corpus_files):
+  """The small corpus as aclImdb_v1.tar.gz."""
+  return synthetic_imdb.write_tarball(corpus_files, str(tmp_path / "aclImdb_v1.tar.gz"))
+
+
+@pytest.fixture
+def aclimdb_dir(tmp_path, corpus_files):
+  """The small corpus extracted: the path of its aclImdb folder."""
+  return synthetic_imdb.write_directory(corpus_files, str(tmp_path / "extracted"))
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory, corpus_files):
+  """The small corpus prepared into 4 shards per split (read-only for tests)."""
+  root = tmp_path_factory.mktemp("prepared")
+  tarball = synthetic_imdb.write_tarball(corpus_files, str(root / "aclImdb_v1.tar.gz"))
+  output_dir = str(root / "data")
+  prepare.prepare(sources.read_tarball(tarball), output_dir,
+                  prepare.PrepareOptions(vocab_size=40, num_shards=4, validation_fraction=0.25))
+  return output_dir

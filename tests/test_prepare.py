@@ -1,0 +1,235 @@
+"""Prepare: output layout and metadata, the validation split, the vocabulary, safety, bad input."""
+
+import glob
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import pytest
+import tensorflow as tf
+
+from trainer import prepare
+from trainer import prepared_dataset
+from trainer import sources
+from trainer import synthetic_imdb
+from trainer import text
+from trainer.errors import UserInputError
+
+SMALL = prepare.PrepareOptions(vocab_size=30, num_shards=3, validation_fraction=0.25)
+
+
+def read_records(data_dir, split):
+  """Decodes every review of a split straight from its shards: list of feature dicts."""
+  reviews = []
+  for path in prepared_dataset.split_files(data_dir, split):
+    for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      feature = tf.train.Example.FromString(serialized).features.feature
+      reviews.append({"tokens": list(feature["tokens"].int64_list.value),
+                      "label": feature["label"].int64_list.value[0],
+                      "name": feature["name"].bytes_list.value[0].decode()})
+  return reviews
+
+
+def test_output_layout_and_metadata(tmp_path, aclimdb_tarball):
+  """Shards, vocabulary and metadata agree with each other and with the source."""
+  output_dir = str(tmp_path / "data")
+  metadata = prepare.prepare(sources.read(aclimdb_tarball), output_dir, SMALL)
+  assert metadata == prepared_dataset.load_metadata(output_dir)
+  splits = metadata["splits"]
+  assert splits["train"]["examples"] + splits["validation"]["examples"] == 48
+  assert splits["test"]["examples"] == 48 and splits["test"]["labels"] == {"neg": 24, "pos": 24}
+  for split, stats in splits.items():
+    assert len(stats["shards"]) == 3
+    assert sum(shard["examples"] for shard in stats["shards"]) == stats["examples"]
+    records = read_records(output_dir, split)
+    assert len(records) == stats["examples"]
+    assert sum(r["label"] for r in records) == stats["labels"]["pos"]
+    assert stats["token_length"]["max"] == max(len(r["tokens"]) for r in records)
+  vocabulary = text.load_vocabulary(os.path.join(output_dir, "vocab.txt"))
+  assert len(vocabulary) == metadata["vocab_size"] == 30
+  assert metadata["source"]["sha256"] and metadata["source"]["content_sha256"]
+  assert metadata["tokenizer_version"] == text.TOKENIZER_VERSION
+  assert metadata["validation_grouped_by"] == "movie"
+
+
+def test_validation_holds_whole_movies_from_the_training_reviews(tmp_path, aclimdb_tarball):
+  """No movie is on both sides; validation comes from train only; test is untouched."""
+  corpus = sources.read(aclimdb_tarball)
+  movie_of = {r.name: r.movie for r in corpus.reviews}
+  output_dir = str(tmp_path / "data")
+  prepare.prepare(corpus, output_dir, SMALL)
+  names = {split: [r["name"] for r in read_records(output_dir, split)]
+           for split in prepared_dataset.SPLITS}
+  assert all(name.startswith("train/") for name in names["train"] + names["validation"])
+  assert all(name.startswith("test/") for name in names["test"])
+  train_movies = {movie_of[name] for name in names["train"]}
+  validation_movies = {movie_of[name] for name in names["validation"]}
+  assert validation_movies and not train_movies & validation_movies
+  assert 12 <= len(names["validation"]) <= 12 + 8  # 25% of 48, in whole movies of up to 8.
+
+
+def test_split_depends_on_movies_and_seed_not_on_reading_order():
+  """Reviews read in another order (folder vs tarball) land on the same side."""
+  reviews = [sources.Review("train", i % 2, b"x", f"r{i}", f"m{i % 10}") for i in range(40)]
+  side = lambda splits: {r.name: s for s in ("train", "validation") for r in splits[s]}
+  forward = side(prepare.split_validation(reviews, 0.3, seed=7))
+  assert forward == side(prepare.split_validation(reviews[::-1], 0.3, seed=7))
+  assert forward != side(prepare.split_validation(reviews, 0.3, seed=8))
+
+
+def test_vocabulary_comes_from_the_train_split_only(tmp_path, corpus_files):
+  """A word only in test (or only in validation) reviews is out of vocabulary."""
+  files = dict(corpus_files)
+  files["aclImdb/test/pos/0_9.txt"] = b"zyzzyva " * 50
+  corpus = sources.read(synthetic_imdb.write_tarball(files, str(tmp_path / "custom.tar.gz")))
+  output_dir = str(tmp_path / "data")
+  prepare.prepare(corpus, output_dir, prepare.PrepareOptions(vocab_size=10000, num_shards=2))
+  vocabulary = text.load_vocabulary(os.path.join(output_dir, "vocab.txt"))
+  assert "zyzzyva" not in vocabulary
+  test_review = next(r for r in read_records(output_dir, "test") if r["name"] == "test/pos/0_9.txt")
+  assert test_review["tokens"] == [text.OOV_ID] * 50
+  train_texts = [files[f"aclImdb/{r['name']}"] for r in read_records(output_dir, "train")]
+  train_tokens = set(text.tokenize(tf.constant(train_texts)).flat_values.numpy())
+  assert set(vocabulary[2:]) == {t.decode() for t in train_tokens}
+
+
+def test_exported_graph_encodes_raw_text_like_the_records(tmp_path, aclimdb_tarball, corpus_files):
+  """Raw review -> ids inside a reloaded SavedModel equals the ids prepare wrote."""
+  output_dir = str(tmp_path / "data")
+  prepare.prepare(sources.read(aclimdb_tarball), output_dir, SMALL)
+  module = tf.Module()
+  module.table = text.build_lookup_table(text.load_vocabulary(f"{output_dir}/vocab.txt"))
+  module.encode = tf.function(lambda texts: text.encode(texts, module.table).to_tensor(),
+                              input_signature=[tf.TensorSpec([None], tf.string)])
+  tf.saved_model.save(module, str(tmp_path / "encoder"))
+  encoder = tf.saved_model.load(str(tmp_path / "encoder"))
+  records = read_records(output_dir, "test") + read_records(output_dir, "validation")
+  raw = tf.constant([corpus_files[f"aclImdb/{r['name']}"] for r in records])
+  ids = encoder.encode(raw).numpy()
+  for row, record in zip(ids, records):
+    assert list(row[:len(record["tokens"])]) == record["tokens"]
+    assert not row[len(record["tokens"]):].any()
+
+
+def test_same_input_twice_gives_identical_files(tmp_path, aclimdb_tarball):
+  """Prepare is deterministic: two runs write byte-identical datasets."""
+  corpus = sources.read(aclimdb_tarball)
+  for name in ("a", "b"):
+    prepare.prepare(corpus, str(tmp_path / name), SMALL)
+  names = sorted(os.listdir(tmp_path / "a"))
+  assert names == sorted(os.listdir(tmp_path / "b"))
+  for name in names:
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_rerun_is_a_no_op_and_a_different_dataset_is_protected(tmp_path, aclimdb_tarball):
+  """Same source and options: nothing rewritten; other options: refused unless --overwrite."""
+  corpus = sources.read(aclimdb_tarball)
+  output_dir = tmp_path / "data"
+  prepare.prepare(corpus, str(output_dir), SMALL)
+  before = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
+  prepare.prepare(corpus, str(output_dir), SMALL)
+  assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} == before
+  other = prepare.PrepareOptions(vocab_size=40, num_shards=2)
+  with pytest.raises(UserInputError, match="different prepared dataset.*--overwrite"):
+    prepare.prepare(corpus, str(output_dir), other)
+  assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} == before
+  metadata = prepare.prepare(corpus, str(output_dir), other, overwrite=True)
+  assert metadata["vocab_size"] == 40
+  assert len(glob.glob(str(output_dir / "*.tfrecord"))) == 3 * 2  # Old 3-shard files are gone.
+
+
+def test_foreign_files_are_never_deleted(tmp_path, aclimdb_tarball):
+  """A folder with files prepare did not write is refused, even with --overwrite."""
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data" / "thesis.tex").write_text("precious")
+  with pytest.raises(UserInputError, match="thesis.tex.*empty or new folder"):
+    prepare.prepare(sources.read(aclimdb_tarball), str(tmp_path / "data"), SMALL, overwrite=True)
+  assert (tmp_path / "data" / "thesis.tex").read_text() == "precious"
+
+
+def test_interrupted_run_leaves_no_complete_looking_dataset(tmp_path, aclimdb_tarball):
+  """A failure mid-way leaves no metadata.json; the next run cleans up and completes."""
+  corpus = sources.read(aclimdb_tarball)
+  output_dir = str(tmp_path / "data")
+  real_write_shards = prepare._write_shards  # pylint: disable=protected-access
+
+  def write_then_fail(output_dir, split, examples, num_shards):
+    """Writes the train shards, then dies as if killed."""
+    real_write_shards(output_dir, split, examples, num_shards)
+    raise KeyboardInterrupt
+
+  with mock.patch.object(prepare, "_write_shards", write_then_fail):
+    with pytest.raises(KeyboardInterrupt):
+      prepare.prepare(corpus, output_dir, SMALL)
+  assert glob.glob(f"{output_dir}/train-*") and not os.path.exists(f"{output_dir}/metadata.json")
+  with pytest.raises(UserInputError, match="not a prepared dataset.*python -m trainer.prepare"):
+    prepared_dataset.load_metadata(output_dir)
+  prepare.prepare(corpus, output_dir, SMALL)
+  assert len(read_records(output_dir, "test")) == 48
+
+
+def test_a_failed_shard_write_leaves_no_partial_file_under_its_name(tmp_path, aclimdb_tarball):
+  """Shards are written under a temporary name and renamed only when complete."""
+  with mock.patch.object(prepare.storage, "publish", side_effect=OSError("disk full")):
+    with pytest.raises(OSError, match="disk full"):
+      prepare.prepare(sources.read(aclimdb_tarball), str(tmp_path / "data"), SMALL)
+  assert not glob.glob(str(tmp_path / "data" / "*.tfrecord"))
+
+
+def test_empty_and_non_utf8_reviews_are_reported(tmp_path, aclimdb_dir):
+  """An empty review is dropped and listed; invalid UTF-8 is replaced and counted."""
+  empty = glob.glob(os.path.join(aclimdb_dir, "test", "neg", "3_*.txt"))[0]
+  open(empty, "wb").close()
+  not_utf8 = glob.glob(os.path.join(aclimdb_dir, "test", "pos", "4_*.txt"))[0]
+  with open(not_utf8, "wb") as f:
+    f.write(b"caf\xe9 was great \xff")
+  output_dir = str(tmp_path / "data")
+  metadata = prepare.prepare(sources.read(aclimdb_dir), output_dir, SMALL)
+  test = metadata["splits"]["test"]
+  assert metadata["empty_reviews"] == "dropped"
+  assert test["dropped_empty"] == {"count": 1, "reviews": [f"test/neg/{os.path.basename(empty)}"]}
+  assert test["examples"] == 47
+  not_utf8_name = f"test/pos/{os.path.basename(not_utf8)}"
+  assert test["invalid_utf8"] == {"count": 1, "reviews": [not_utf8_name]}
+  record = next(r for r in read_records(output_dir, "test") if r["name"] == not_utf8_name)
+  assert len(record["tokens"]) == 5  # caf, \ufffd, was, great, \ufffd
+
+
+def test_non_local_output_through_gfile(aclimdb_tarball):
+  """Any gfile URI works as --output_dir (ram:// here, gs:// in the cloud)."""
+  output_dir = "ram://prepare-test/data"
+  prepare.prepare(sources.read(aclimdb_tarball), output_dir, SMALL)
+  metadata = prepared_dataset.load_metadata(output_dir)
+  assert tf.io.gfile.exists(prepared_dataset.split_files(output_dir, "test", metadata)[0])
+
+
+@pytest.mark.parametrize("options, flag", [
+    (prepare.PrepareOptions(vocab_size=2), "--vocab_size=2"),
+    (prepare.PrepareOptions(validation_fraction=1.0), "--validation_fraction=1.0"),
+    (prepare.PrepareOptions(num_shards=0), "--num_shards=0"),
+])
+def test_bad_options_are_named(options, flag):
+  """Options that cannot work are refused by flag name."""
+  with pytest.raises(UserInputError, match=flag):
+    options.check()
+
+
+def run_cli(*args):
+  """Runs `python -m trainer.prepare` in a fresh process."""
+  return subprocess.run([sys.executable, "-m", "trainer.prepare", *args], capture_output=True,
+                        text=True, timeout=300, check=False)
+
+
+def test_cli_prepares_and_reports_bad_input_with_exit_code_2(tmp_path, aclimdb_tarball):
+  """The README command works; a bad path gives one clear line and exit code 2."""
+  ok = run_cli(f"--input={aclimdb_tarball}", f"--output_dir={tmp_path / 'data'}",
+               "--num_shards=2", "--vocab_size=25")
+  assert ok.returncode == 0, ok.stderr
+  assert prepared_dataset.load_metadata(str(tmp_path / "data"))["vocab_size"] == 25
+  bad = run_cli(f"--input={tmp_path / 'missing.tar.gz'}", f"--output_dir={tmp_path / 'other'}")
+  assert bad.returncode == 2
+  assert "error: " in bad.stderr and "missing.tar.gz does not exist" in bad.stderr
+  assert "Traceback" not in bad.stderr
+  assert not os.path.exists(tmp_path / "other")

@@ -1,0 +1,1 @@
+"""Distributed BiLSTM sentiment classifier for IMDB reviews, trained with TensorFlow."""

@@ -1,0 +1,195 @@
+"""The tf.data input pipeline: prepared TFRecords -> right-padded, length-bucketed batches.
+
+Each input pipeline (one per worker) reads its share of the shards once, keeps its reviews in
+memory as one ragged tensor, and from then on works on whole batches only:
+
+- Training reads an endless stream of examples. Stream position p is review
+  `shuffle(p mod N, seed, epoch = p div N)` of the worker's N reviews, a stateless random
+  permutation per epoch, so every review appears exactly once per epoch and step s always yields
+  the same batch: a run resumed at step s continues the exact sequence (`start_step`).
+- Bucketing: the stream is cut into windows of `sort_window_batches` batches; each window is
+  sorted by length, cut into batches of reviews of similar length, and its batches are shuffled.
+  Batches are padded to their own longest review, so padding is nearly gone, and all of this is a
+  few vectorized ops per window instead of per-example work.
+- Evaluation yields every review once, sorted by length, the last batch possibly smaller.
+
+Batches are `(tokens, labels)`: int32[batch, time] ids right-padded with 0 (what a masked cuDNN
+LSTM needs), truncated to `max_length` keeping the `keep` end; no row is all padding.
+"""
+
+from absl import logging
+import tensorflow as tf
+
+from trainer import records
+from trainer import text
+
+KEEP_CHOICES = ("first", "last")
+_READ_CHUNK = 4096  # Serialized reviews parsed per op while loading.
+_MAX_PARALLEL_READS = 8
+_EPOCH_SALT = 0  # Third seed word of the per-epoch permutation.
+_BATCH_ORDER_SALT = 1  # Third seed word of the batch order inside a window.
+
+
+def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="last", seed=0,
+                 input_context=None, start_step=0, sort_window_batches=64):
+  """Builds the batches one input pipeline feeds to its replicas.
+
+  Args:
+    files: list of TFRecord paths of one split (see `prepared_dataset.split_files`).
+    per_replica_batch_size: reviews per batch.
+    training: endless shuffled stream of full batches (True), or each review once (False).
+    max_length: longest sequence kept; longer reviews are truncated.
+    keep: which end of a long review is kept, "last" (as the Keras example) or "first".
+    seed: fixes the training order; each (seed, epoch) has its own permutation.
+    input_context: `tf.distribute.InputContext` of this pipeline, or None for a single one.
+    start_step: training only: the first batch is the one step `start_step` would get.
+    sort_window_batches: training only: batches sorted by length together (more: less
+      padding, less randomness in which reviews share a batch).
+
+  Returns:
+    A `tf.data.Dataset` of (tokens int32[batch, time], labels int32[batch]).
+  """
+  if keep not in KEEP_CHOICES:
+    raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}.")
+  if per_replica_batch_size < 1 or max_length < 1 or sort_window_batches < 1:
+    raise ValueError("per_replica_batch_size, max_length and sort_window_batches must be "
+                     f"positive, got {per_replica_batch_size}, {max_length}, "
+                     f"{sort_window_batches}.")
+  reviews = _load_reviews(files, input_context, max_length, keep)
+  if not training:  # Read again at every evaluation: keep the reviews in memory.
+    reviews = reviews.cache()
+
+  def padded_batches(tokens, labels):
+    """The batches of the reviews of this pipeline, gathered and padded in parallel."""
+    if training:
+      indices = _training_batch_indices(tf.size(labels, out_type=tf.int64), tokens.row_lengths(),
+                                        per_replica_batch_size, seed, start_step,
+                                        sort_window_batches)
+    else:
+      indices = _evaluation_batch_indices(tokens.row_lengths(), per_replica_batch_size)
+    return indices.map(lambda batch: _gather_padded(tokens, labels, batch),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  return reviews.flat_map(padded_batches).prefetch(tf.data.AUTOTUNE)
+
+
+def _files_for_this_pipeline(files, input_context):
+  """Returns (this pipeline's files, (num_pipelines, index) to shard records by, or None)."""
+  files = list(files)
+  if not files:
+    raise ValueError("No TFRecord files given.")
+  if input_context is None or input_context.num_input_pipelines == 1:
+    return files, None
+  count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+  if len(files) >= count:
+    return files[index::count], None
+  logging.warning(
+      "Only %d files for %d input pipelines: each pipeline reads all files and keeps every "
+      "%d-th review (it parses %dx more than it needs). Prepare with --num_shards=%d or more "
+      "so that each worker reads whole files.", len(files), count, count, count, count)
+  return files, (count, index)
+
+
+def _load_reviews(files, input_context, max_length, keep):
+  """Reads this pipeline's reviews into one element.
+
+  Returns:
+    A dataset of one element (tokens, labels): RaggedTensor int32[reviews, (time)] truncated to
+    `max_length`, without empty rows, and int32[reviews].
+  """
+  files, record_shard = _files_for_this_pipeline(files, input_context)
+  serialized = tf.data.TFRecordDataset(
+      files, num_parallel_reads=min(len(files), _MAX_PARALLEL_READS))
+  if record_shard:
+    serialized = serialized.shard(*record_shard)
+
+  def parse_chunk(chunk):
+    """Parses and truncates a chunk; returns its flat ids, row lengths and labels."""
+    tokens, labels = records.parse(chunk)
+    tokens = tokens[:, -max_length:] if keep == "last" else tokens[:, :max_length]
+    not_empty = tokens.row_lengths() > 0
+    tokens = tf.ragged.boolean_mask(tokens, not_empty)
+    return tokens.flat_values, tokens.row_lengths(), tf.boolean_mask(labels, not_empty)
+
+  chunks = serialized.batch(_READ_CHUNK).map(parse_chunk)
+
+  def concatenate(state, chunk):
+    """Appends a chunk's tensors to the accumulated ones."""
+    return tuple(tf.concat([total, part], axis=0) for total, part in zip(state, chunk))
+
+  def load_all(_):
+    """Reads every chunk and returns them as one element."""
+    empty = (tf.zeros([0], tf.int32), tf.zeros([0], tf.int64), tf.zeros([0], tf.int32))
+    values, row_lengths, labels = chunks.reduce(empty, concatenate)
+    tf.debugging.assert_positive(
+        tf.size(labels), message="This input pipeline got no reviews: its files are empty or "
+        "there are more input pipelines than reviews.")
+    return tf.data.Dataset.from_tensors(
+        (tf.RaggedTensor.from_row_lengths(values, row_lengths), labels))
+
+  return tf.data.Dataset.from_tensors(0).flat_map(load_all)
+
+
+def _stateless_shuffle(index, max_index, seed):
+  """Position of each `index` in a permutation of [0, max_index] fixed by seed int64[3]."""
+  return tf.raw_ops.RandomIndexShuffle(index=index, seed=seed, max_index=max_index, rounds=4)
+
+
+def _training_batch_indices(num_reviews, lengths, batch_size, seed, start_step,
+                            sort_window_batches):
+  """Endless length-bucketed batches of the stream described in the module docstring.
+
+  Args:
+    num_reviews: int64 scalar, N.
+    lengths: int64[N], the length of each review.
+    batch_size, seed, start_step, sort_window_batches: as in `make_dataset`.
+
+  Returns:
+    A dataset of int64[batch_size] review indices, one element per batch.
+  """
+  window_size = batch_size * sort_window_batches
+
+  def window_batches(window):
+    """Review indices of a window's batches, int64[sort_window_batches, batch]."""
+    position = window * window_size + tf.range(window_size, dtype=tf.int64)
+    epoch = position // num_reviews
+    seeds = tf.stack([tf.fill([window_size], tf.constant(seed, tf.int64)), epoch,
+                      tf.fill([window_size], tf.constant(_EPOCH_SALT, tf.int64))], axis=1)
+    review = _stateless_shuffle(position % num_reviews,
+                                tf.fill([window_size], num_reviews - 1), seeds)
+    review = tf.gather(review, tf.argsort(tf.gather(lengths, review), stable=True))
+    batches = tf.reshape(review, [sort_window_batches, batch_size])
+    batch_order = _stateless_shuffle(tf.range(sort_window_batches, dtype=tf.int64),
+                                     tf.constant(sort_window_batches - 1, tf.int64),
+                                     tf.stack([tf.constant(seed, tf.int64), window,
+                                               tf.constant(_BATCH_ORDER_SALT, tf.int64)]))
+    return tf.gather(batches, batch_order)
+
+  first_window, skipped = divmod(start_step, sort_window_batches)
+  return (tf.data.Dataset.range(first_window, tf.int64.max)
+          .map(window_batches)
+          .unbatch()
+          .skip(skipped))
+
+
+def _evaluation_batch_indices(lengths, batch_size):
+  """Every review once, sorted by length, in batches (the last one possibly smaller).
+
+  Returns:
+    A dataset of int64[batch] review indices, one element per batch.
+  """
+  return tf.data.Dataset.from_tensor_slices(tf.argsort(lengths, stable=True)).batch(batch_size)
+
+
+def _gather_padded(tokens, labels, batch):
+  """Gathers a batch's reviews and right-pads them with `text.PAD_ID` to the longest one.
+
+  Args:
+    tokens: RaggedTensor int32[reviews, (time)].
+    labels: int32[reviews].
+    batch: int[batch], indices of the batch's reviews.
+
+  Returns:
+    (int32[batch, time], int32[batch]).
+  """
+  return tf.gather(tokens, batch).to_tensor(default_value=text.PAD_ID), tf.gather(labels, batch)

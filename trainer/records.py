@@ -1,0 +1,47 @@
+"""The TFRecord format of a prepared review: a `tf.train.Example` written and parsed here only."""
+
+import tensorflow as tf
+
+_TOKENS = "tokens"
+_LABEL = "label"
+_RATING = "rating"
+_NAME = "name"
+
+_PARSE_SPEC = {
+    _TOKENS: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
+    _LABEL: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def serialize(token_ids, label, rating, name):
+  """Encodes one review.
+
+  Args:
+    token_ids: int[tokens], ids from the vocabulary.
+    label: 0 (negative) or 1 (positive).
+    rating: star rating 1-10, or 0 when unknown.
+    name: where the review came from, kept for debugging.
+
+  Returns:
+    The serialized `tf.train.Example` (bytes).
+  """
+  feature = {
+      _TOKENS: tf.train.Feature(int64_list=tf.train.Int64List(value=token_ids)),
+      _LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+      _RATING: tf.train.Feature(int64_list=tf.train.Int64List(value=[rating])),
+      _NAME: tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode("utf-8")])),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse(serialized):
+  """Decodes a batch of serialized reviews.
+
+  Args:
+    serialized: string[batch].
+
+  Returns:
+    (tokens, labels): RaggedTensor int32[batch, (tokens)] and int32[batch].
+  """
+  features = tf.io.parse_example(serialized, _PARSE_SPEC)
+  return tf.cast(features[_TOKENS], tf.int32), tf.cast(features[_LABEL], tf.int32)

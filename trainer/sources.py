@@ -1,0 +1,274 @@
+"""Readers for the IMDB sources: the aclImdb tarball or folder, TFDS `imdb_reviews`, the download.
+
+Each reader returns a `Corpus`: the labelled reviews of the official train and test splits, each
+with the movie it is about when the source says so, and a description of where it came from.
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+import socket
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+
+from absl import logging
+import tensorflow as tf
+
+from trainer import storage
+from trainer.errors import UserInputError
+
+CANONICAL_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# The upstream tarball's sha256, as registered by tensorflow_datasets for imdb_reviews.
+CANONICAL_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+TFDS_NAME = "imdb_reviews/plain_text"
+SPLITS = ("train", "test")
+LABELS = ("neg", "pos")
+
+_REVIEW_PATH = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+_URLS_PATH = re.compile(r"(?:^|/)aclImdb/(train|test)/urls_(pos|neg)\.txt$")
+_MOVIE_ID = re.compile(r"/title/(tt\d+)")
+_LAYOUT = "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
+_HOW_TO_PASS_A_LOCAL_COPY = (
+    "pass a local copy instead: --input=/path/to/aclImdb_v1.tar.gz (or the extracted aclImdb "
+    "folder), or --input=tfds with --tfds_data_dir=<a prepared TFDS data dir>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+  """One labelled review as read from a source."""
+  split: str  # "train" or "test": the official split it comes from.
+  label: int  # 0 = negative, 1 = positive.
+  text: bytes  # Raw file content, not yet decoded.
+  name: str  # Where it came from, e.g. "train/pos/123_9.txt".
+  movie: str | None = None  # IMDB title id such as "tt0453418", when the source names it.
+  rating: int = 0  # Star rating 1-10, 0 when unknown.
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """All labelled reviews of a source and what identifies the source."""
+  reviews: list[Review]
+  source: dict  # kind, location and, for files, their sha256.
+
+
+def sha256_of_file(path):
+  """Returns the hex sha256 of a (gfile) file, read in 1 MiB blocks."""
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while block := f.read(1 << 20):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def read(input_path, tfds_data_dir=None, download_dir=None, download_url=CANONICAL_URL,
+         download_sha256=CANONICAL_SHA256):
+  """Reads the corpus named by `--input`: a tarball, a folder, "tfds", or "" to download."""
+  if not input_path:
+    tarball = download(download_url, download_sha256, download_dir)
+    return read_tarball(tarball)
+  if input_path == "tfds":
+    return read_tfds(tfds_data_dir)
+  if not tf.io.gfile.exists(input_path):
+    raise UserInputError(f"--input={input_path} does not exist. Give the aclImdb .tar.gz, the "
+                         "extracted aclImdb folder, 'tfds', or nothing to download the dataset.")
+  if tf.io.gfile.isdir(input_path):
+    return read_directory(input_path)
+  return read_tarball(input_path)
+
+
+# --- aclImdb layout: shared by the tarball and the folder readers.
+
+
+def _review_from_path(path, text):
+  """Returns a Review for an aclImdb review path, or None for any other file."""
+  match = _REVIEW_PATH.search(path)
+  if not match:
+    return None
+  split, label, review_id, rating = match.groups()
+  return Review(split=split, label=LABELS.index(label), text=text,
+                name=f"{split}/{label}/{review_id}_{rating}.txt", rating=int(rating))
+
+
+def _movie_ids(urls_text):
+  """Maps line i of a urls_{pos,neg}.txt file to the IMDB title id (or the URL itself)."""
+  movies = []
+  for url in urls_text.decode("utf-8", "replace").splitlines():
+    match = _MOVIE_ID.search(url)
+    movies.append(match.group(1) if match else url.strip())
+  return movies
+
+
+def _attach_movies(reviews, urls, where):
+  """Sets each review's movie from the urls files; checks the aclImdb layout is complete."""
+  counts = {(split, label): 0 for split in SPLITS for label in range(len(LABELS))}
+  for review in reviews:
+    counts[(review.split, review.label)] += 1
+  missing = [f"aclImdb/{split}/{LABELS[label]}/" for (split, label), n in counts.items() if not n]
+  if missing:
+    raise UserInputError(
+        f"{where} is not the aclImdb dataset: no reviews under {', '.join(missing)} (expected "
+        f"{_LAYOUT}). Point --input at the aclImdb_v1.tar.gz tarball or its extracted folder.")
+  without_urls = sorted({f"aclImdb/{split}/urls_{LABELS[label]}.txt"
+                         for split, label in counts if (split, label) not in urls})
+  if without_urls:
+    logging.warning("%s has no %s: the reviews they cover cannot be grouped by movie, so the "
+                    "validation split groups them by review.", where, ", ".join(without_urls))
+  attached = []
+  for review in reviews:
+    movies = urls.get((review.split, review.label), [])
+    review_id = int(review.name.rsplit("/", 1)[1].split("_")[0])
+    movie = movies[review_id] if review_id < len(movies) else None
+    attached.append(dataclasses.replace(review, movie=movie))
+  return attached
+
+
+def _urls_key(path):
+  """Returns (split, label) for an aclImdb urls file path, or None."""
+  match = _URLS_PATH.search(path)
+  return (match.group(1), LABELS.index(match.group(2))) if match else None
+
+
+def read_tarball(path):
+  """Reads the aclImdb tarball (local or gs://), streaming it once."""
+  reviews, urls = [], {}
+  try:
+    with tf.io.gfile.GFile(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
+      for member in archive:
+        if not member.isfile():
+          continue
+        is_review = _REVIEW_PATH.search(member.name)
+        urls_key = _urls_key(member.name)
+        if not (is_review or urls_key):
+          continue
+        content = archive.extractfile(member).read()
+        if urls_key:
+          urls[urls_key] = _movie_ids(content)
+        else:
+          reviews.append(_review_from_path(member.name, content))
+  except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    raise UserInputError(
+        f"{path} is not a readable tarball, or it is truncated ({type(e).__name__}: {e}). "
+        f"Download aclImdb_v1.tar.gz again (sha256 {CANONICAL_SHA256}) or pass the extracted "
+        "aclImdb folder.") from e
+  source = {"kind": "aclimdb_tarball", "path": path, "sha256": sha256_of_file(path)}
+  return Corpus(reviews=_attach_movies(reviews, urls, path), source=source)
+
+
+def _find_aclimdb_root(path):
+  """Returns the folder holding train/ and test/: `path` itself or its aclImdb/ child."""
+  for root in (path, os.path.join(path, "aclImdb")):
+    if all(os.path.isdir(os.path.join(root, split)) for split in SPLITS):
+      return root
+  raise UserInputError(
+      f"{path} has no train/ and test/ folders (nor aclImdb/train, aclImdb/test). Point --input "
+      f"at the folder extracted from aclImdb_v1.tar.gz, laid out as {_LAYOUT}.")
+
+
+def read_directory(path):
+  """Reads an extracted aclImdb folder (the aclImdb folder itself or its parent)."""
+  if "://" in path:
+    raise UserInputError(f"--input={path}: folders are read from local disk only; pass the "
+                         "aclImdb .tar.gz instead (it is read from any gfile location).")
+  root = _find_aclimdb_root(path)
+  reviews, urls = [], {}
+  for split in SPLITS:
+    for label_index, label in enumerate(LABELS):
+      folder = os.path.join(root, split, label)
+      if not os.path.isdir(folder):
+        raise UserInputError(
+            f"{os.path.join(root, split)} has no {label}/ folder. Each of train/ and test/ needs "
+            f"pos/ and neg/ folders of <id>_<rating>.txt reviews ({_LAYOUT}).")
+      for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        with open(entry.path, "rb") as f:
+          review = _review_from_path(f"aclImdb/{split}/{label}/{entry.name}", f.read())
+        if review:
+          reviews.append(review)
+      urls_path = os.path.join(root, split, f"urls_{label}.txt")
+      if os.path.isfile(urls_path):
+        with open(urls_path, "rb") as f:
+          urls[(split, label_index)] = _movie_ids(f.read())
+  source = {"kind": "aclimdb_directory", "path": os.path.abspath(root)}
+  return Corpus(reviews=_attach_movies(reviews, urls, root), source=source)
+
+
+# --- tensorflow_datasets imdb_reviews.
+
+
+def _is_online(url, timeout_seconds=5.0):
+  """Whether a TCP connection to the host of `url` opens within the timeout."""
+  parsed = urllib.parse.urlparse(url)
+  port = parsed.port or (443 if parsed.scheme == "https" else 80)
+  try:
+    with socket.create_connection((parsed.hostname, port), timeout=timeout_seconds):
+      return True
+  except OSError:
+    return False
+
+
+def read_tfds(data_dir=None):
+  """Reads TFDS imdb_reviews from `data_dir`, downloading and preparing it only when online."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
+  builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
+  if not builder.is_prepared():
+    if not _is_online(CANONICAL_URL):
+      raise UserInputError(
+          f"TFDS {TFDS_NAME} is not prepared under {builder.data_dir} and this machine is "
+          f"offline, so it cannot be downloaded. Pass --tfds_data_dir=<a data dir where it is "
+          f"prepared>, or --input=/path/to/aclImdb_v1.tar.gz.")
+    builder.download_and_prepare()
+  reviews = []
+  for split in SPLITS:
+    examples = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+    for index, example in enumerate(examples):
+      reviews.append(Review(split=split, label=int(example["label"]), text=example["text"],
+                            name=f"tfds/{split}/{index}"))
+  source = {"kind": "tfds", "name": TFDS_NAME, "version": str(builder.version),
+            "data_dir": builder.data_dir}
+  return Corpus(reviews=reviews, source=source)
+
+
+# --- The canonical download.
+
+
+def default_download_dir():
+  """Where the downloaded tarball is kept between runs."""
+  return os.path.join(os.path.expanduser("~"), ".cache", "imdb_bilstm")
+
+
+def download(url=CANONICAL_URL, sha256=CANONICAL_SHA256, download_dir=None, timeout_seconds=30):
+  """Downloads the tarball once (verified by sha256) and returns its local path."""
+  download_dir = download_dir or default_download_dir()
+  path = os.path.join(download_dir, os.path.basename(urllib.parse.urlparse(url).path))
+  if os.path.exists(path) and sha256_of_file(path) == sha256:
+    logging.info("Using the tarball downloaded before: %s", path)
+    return path
+  os.makedirs(download_dir, exist_ok=True)
+  partial = storage.temporary_name(path)
+  digest = hashlib.sha256()
+  logging.info("Downloading %s to %s", url, path)
+  try:
+    with urllib.request.urlopen(url, timeout=timeout_seconds) as response, open(partial, "wb") as f:
+      while block := response.read(1 << 20):
+        digest.update(block)
+        f.write(block)
+  except (urllib.error.URLError, OSError) as e:
+    _remove_if_exists(partial)
+    raise UserInputError(f"Could not download {url} ({e}); this machine may be offline. "
+                         f"{_HOW_TO_PASS_A_LOCAL_COPY}.") from e
+  if digest.hexdigest() != sha256:
+    _remove_if_exists(partial)
+    raise UserInputError(f"The file downloaded from {url} has sha256 {digest.hexdigest()}, not "
+                         f"the expected {sha256}: it is corrupt or not the aclImdb tarball. "
+                         f"Retry, or {_HOW_TO_PASS_A_LOCAL_COPY}.")
+  os.replace(partial, path)
+  return path
+
+
+def _remove_if_exists(path):
+  """Deletes a local file if it is there."""
+  if os.path.exists(path):
+    os.remove(path)
