@@ -11,6 +11,7 @@ setuptools.setup(
     install_requires=[
         "tensorflow==2.21.0",
         "keras==3.15.1",
+        "tensorboard==2.21.0",  # tf.summary needs it; tensorflow no longer depends on it.
         "tensorflow-datasets==4.9.10",
         "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it.
         "numpy==2.4.6",

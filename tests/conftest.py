@@ -5,10 +5,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from trainer import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Two logical CPU devices, to test MirroredStrategy without GPUs; set before TensorFlow starts.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 @pytest.fixture(scope="session")
@@ -37,4 +42,16 @@ def prepared_dir(tmp_path_factory, corpus_files):
   output_dir = str(root / "data")
   prepare.prepare(sources.read_tarball(tarball), output_dir,
                   prepare.PrepareOptions(vocab_size=40, num_shards=4, validation_fraction=0.25))
+  return output_dir
+
+
+@pytest.fixture(scope="session")
+def learnable_dir(tmp_path_factory):
+  """A prepared corpus large enough to learn from: 100 reviews per folder, 4 shards per split."""
+  root = tmp_path_factory.mktemp("learnable")
+  files = synthetic_imdb.generate(reviews_per_folder=100, reviews_per_movie=5, median_words=30,
+                                  seed=2)
+  output_dir = str(root / "data")
+  prepare.prepare(sources.read_tarball(synthetic_imdb.write_tarball(
+      files, str(root / "aclImdb_v1.tar.gz"))), output_dir, prepare.PrepareOptions(num_shards=4))
   return output_dir

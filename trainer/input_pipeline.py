@@ -11,7 +11,12 @@ memory as one ragged tensor, and from then on works on whole batches only:
   sorted by length, cut into batches of reviews of similar length, and its batches are shuffled.
   Batches are padded to their own longest review, so padding is nearly gone, and all of this is a
   few vectorized ops per window instead of per-example work.
-- Evaluation yields every review once, sorted by length, the last batch possibly smaller.
+- A pipeline feeding several replicas (MirroredStrategy) builds each step's batch of
+  `per_replica_batch_size * replicas` reviews as one, then hands out consecutive slices, so a
+  step sees the same reviews whatever the number of local replicas.
+- Evaluation yields every review once, sorted by length, the last batch possibly smaller; with
+  `endless=True` it then yields filler batches (label -1) forever, so that workers with fewer
+  reviews can keep in step with the others until all are done.
 
 Batches are `(tokens, labels)`: int32[batch, time] ids right-padded with 0 (what a masked cuDNN
 LSTM needs), truncated to `max_length` keeping the `keep` end; no row is all padding.
@@ -31,7 +36,7 @@ _BATCH_ORDER_SALT = 1  # Third seed word of the batch order inside a window.
 
 
 def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="last", seed=0,
-                 input_context=None, start_step=0, sort_window_batches=64):
+                 input_context=None, start_step=0, sort_window_batches=64, endless=False):
   """Builds the batches one input pipeline feeds to its replicas.
 
   Args:
@@ -45,6 +50,8 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
     start_step: training only: the first batch is the one step `start_step` would get.
     sort_window_batches: training only: batches sorted by length together (more: less
       padding, less randomness in which reviews share a batch).
+    endless: evaluation only: after the reviews, yield filler batches of `per_replica_batch_size`
+      reviews with label -1 (to be ignored) forever.
 
   Returns:
     A `tf.data.Dataset` of (tokens int32[batch, time], labels int32[batch]).
@@ -58,19 +65,54 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
   reviews = _load_reviews(files, input_context, max_length, keep)
   if not training:  # Read again at every evaluation: keep the reviews in memory.
     reviews = reviews.cache()
+  replicas = 1
+  if input_context is not None:
+    replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
 
   def padded_batches(tokens, labels):
     """The batches of the reviews of this pipeline, gathered and padded in parallel."""
     if training:
       indices = _training_batch_indices(tf.size(labels, out_type=tf.int64), tokens.row_lengths(),
-                                        per_replica_batch_size, seed, start_step,
+                                        per_replica_batch_size, replicas, seed, start_step,
                                         sort_window_batches)
     else:
       indices = _evaluation_batch_indices(tokens.row_lengths(), per_replica_batch_size)
     return indices.map(lambda batch: _gather_padded(tokens, labels, batch),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-  return reviews.flat_map(padded_batches).prefetch(tf.data.AUTOTUNE)
+  batches = reviews.flat_map(padded_batches)
+  if endless and not training:
+    filler = (tf.fill([per_replica_batch_size, 1], text.OOV_ID),
+              tf.fill([per_replica_batch_size], -1))
+    batches = batches.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
+  return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def make_synthetic_dataset(per_replica_batch_size, max_length, vocab_size, seed=0):
+  """Endless generated batches shaped like `make_dataset`'s, for throughput checks without data.
+
+  Returns:
+    A dataset of (tokens int32[batch, time], labels int32[batch]); lengths are uniform in
+    [max_length / 4, max_length], ids uniform in the vocabulary.
+  """
+  def batch(step):
+    """Batch `step`, a function of (seed, step) only."""
+    seeds = [tf.stack([tf.constant(seed, tf.int64), 3 * step + salt]) for salt in range(3)]
+    lengths = tf.random.stateless_uniform([per_replica_batch_size], seeds[0],
+                                          minval=max(1, max_length // 4), maxval=max_length + 1,
+                                          dtype=tf.int32)
+    time = tf.reduce_max(lengths)
+    ids = tf.random.stateless_uniform([per_replica_batch_size, time], seeds[1],
+                                      minval=len(text.RESERVED_TOKENS), maxval=vocab_size,
+                                      dtype=tf.int32)
+    tokens = tf.where(tf.sequence_mask(lengths, time), ids, text.PAD_ID)
+    labels = tf.random.stateless_uniform([per_replica_batch_size], seeds[2], maxval=2,
+                                         dtype=tf.int32)
+    return tokens, labels
+
+  return (tf.data.Dataset.range(tf.int64.max)
+          .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .prefetch(tf.data.AUTOTUNE))
 
 
 def _files_for_this_pipeline(files, input_context):
@@ -135,22 +177,25 @@ def _stateless_shuffle(index, max_index, seed):
   return tf.raw_ops.RandomIndexShuffle(index=index, seed=seed, max_index=max_index, rounds=4)
 
 
-def _training_batch_indices(num_reviews, lengths, batch_size, seed, start_step,
+def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, start_step,
                             sort_window_batches):
   """Endless length-bucketed batches of the stream described in the module docstring.
 
   Args:
     num_reviews: int64 scalar, N.
     lengths: int64[N], the length of each review.
-    batch_size, seed, start_step, sort_window_batches: as in `make_dataset`.
+    batch_size: reviews per replica.
+    replicas: replicas fed by this pipeline; each step takes `replicas` consecutive elements.
+    seed, start_step, sort_window_batches: as in `make_dataset`.
 
   Returns:
-    A dataset of int64[batch_size] review indices, one element per batch.
+    A dataset of int64[batch_size] review indices, one element per replica and step.
   """
-  window_size = batch_size * sort_window_batches
+  step_size = batch_size * replicas
+  window_size = step_size * sort_window_batches
 
   def window_batches(window):
-    """Review indices of a window's batches, int64[sort_window_batches, batch]."""
+    """Review indices of a window's per-replica batches, int64[steps * replicas, batch]."""
     position = window * window_size + tf.range(window_size, dtype=tf.int64)
     epoch = position // num_reviews
     seeds = tf.stack([tf.fill([window_size], tf.constant(seed, tf.int64)), epoch,
@@ -158,18 +203,18 @@ def _training_batch_indices(num_reviews, lengths, batch_size, seed, start_step,
     review = _stateless_shuffle(position % num_reviews,
                                 tf.fill([window_size], num_reviews - 1), seeds)
     review = tf.gather(review, tf.argsort(tf.gather(lengths, review), stable=True))
-    batches = tf.reshape(review, [sort_window_batches, batch_size])
-    batch_order = _stateless_shuffle(tf.range(sort_window_batches, dtype=tf.int64),
-                                     tf.constant(sort_window_batches - 1, tf.int64),
-                                     tf.stack([tf.constant(seed, tf.int64), window,
-                                               tf.constant(_BATCH_ORDER_SALT, tf.int64)]))
-    return tf.gather(batches, batch_order)
+    steps = tf.reshape(review, [sort_window_batches, step_size])
+    step_order = _stateless_shuffle(tf.range(sort_window_batches, dtype=tf.int64),
+                                    tf.constant(sort_window_batches - 1, tf.int64),
+                                    tf.stack([tf.constant(seed, tf.int64), window,
+                                              tf.constant(_BATCH_ORDER_SALT, tf.int64)]))
+    return tf.reshape(tf.gather(steps, step_order), [sort_window_batches * replicas, batch_size])
 
-  first_window, skipped = divmod(start_step, sort_window_batches)
+  first_window, skipped_steps = divmod(start_step, sort_window_batches)
   return (tf.data.Dataset.range(first_window, tf.int64.max)
           .map(window_batches)
           .unbatch()
-          .skip(skipped))
+          .skip(skipped_steps * replicas))
 
 
 def _evaluation_batch_indices(lengths, batch_size):

@@ -319,11 +319,30 @@ def prepare(corpus, output_dir, options=PrepareOptions(), overwrite=False):
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """Defines the command-line flags of prepare."""
-  defaults = PrepareOptions()
+def define_source_flags():
+  """Defines the flags naming the IMDB source (shared with trainer.train)."""
   flags.DEFINE_string("input", "", "aclImdb .tar.gz (local or gs://), extracted aclImdb folder, "
                       "'tfds', or empty to download the canonical tarball.")
+  flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir for --input=tfds (TFDS default if "
+                      "unset).")
+  flags.DEFINE_string("download_dir", None, "Where the downloaded tarball is kept (default "
+                      "~/.cache/imdb_bilstm).")
+  flags.DEFINE_string("download_url", sources.CANONICAL_URL, "URL of the aclImdb tarball.")
+  flags.DEFINE_string("download_sha256", sources.CANONICAL_SHA256,
+                      "Expected sha256 of the file at --download_url.")
+
+
+def read_source_from_flags():
+  """Reads the corpus named by the source flags."""
+  return sources.read(FLAGS.input, tfds_data_dir=FLAGS.tfds_data_dir,
+                      download_dir=FLAGS.download_dir, download_url=FLAGS.download_url,
+                      download_sha256=FLAGS.download_sha256)
+
+
+def define_flags():
+  """Defines the command-line flags of prepare."""
+  define_source_flags()
+  defaults = PrepareOptions()
   flags.DEFINE_string("output_dir", None, "Folder (local or gs://) for the prepared dataset.")
   flags.DEFINE_boolean("overwrite", False, "Replace a different dataset already in --output_dir.")
   flags.DEFINE_integer("vocab_size", defaults.vocab_size, "Vocabulary size, reserved ids included.")
@@ -332,13 +351,6 @@ def define_flags():
   flags.DEFINE_integer("num_shards", defaults.num_shards,
                        "TFRecord files per split; at least the number of workers reading them.")
   flags.DEFINE_integer("seed", defaults.seed, "Seed for the validation movies and shard order.")
-  flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir for --input=tfds (TFDS default if "
-                      "unset).")
-  flags.DEFINE_string("download_dir", None, "Where the downloaded tarball is kept (default "
-                      "~/.cache/imdb_bilstm).")
-  flags.DEFINE_string("download_url", sources.CANONICAL_URL, "URL of the aclImdb tarball.")
-  flags.DEFINE_string("download_sha256", sources.CANONICAL_SHA256,
-                      "Expected sha256 of the file at --download_url.")
   flags.mark_flag_as_required("output_dir")
 
 
@@ -355,10 +367,7 @@ def main(argv):
     raise UserInputError(f"Unexpected arguments {argv[1:]}; every option is a --flag.")
   options = options_from_flags()
   options.check()
-  corpus = sources.read(FLAGS.input, tfds_data_dir=FLAGS.tfds_data_dir,
-                        download_dir=FLAGS.download_dir, download_url=FLAGS.download_url,
-                        download_sha256=FLAGS.download_sha256)
-  prepare(corpus, FLAGS.output_dir, options, overwrite=FLAGS.overwrite)
+  prepare(read_source_from_flags(), FLAGS.output_dir, options, overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

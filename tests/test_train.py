@@ -1,0 +1,283 @@
+"""Training: steps, equivalence across strategies, precision, resume, bad input (CPU, tiny data)."""
+
+import dataclasses
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import config as config_lib
+from trainer import input_pipeline
+from trainer import model as model_lib
+from trainer import prepared_dataset
+from trainer import train
+from trainer.errors import UserInputError
+
+# Tiny and without dropout, so that runs on different strategies compute the same thing.
+TINY = dataclasses.replace(
+    config_lib.get_preset("local"), vocab_size=40, global_batch_size=8, dropout=0.0, max_length=40,
+    learning_rate=1e-2, warmup_steps=2, checkpoint_every_steps=4, log_every_steps=2,
+    eval_batch_size=16, sort_window_batches=2)
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+  """Restores the float32 policy that a mixed-precision run changes."""
+  yield
+  keras.mixed_precision.set_global_policy("float32")
+
+
+def checkpoint_weights(workdir, config=TINY):
+  """The model weights of the latest checkpoint in <workdir>/checkpoints."""
+  model = model_lib.build_model(config)
+  tf.train.Checkpoint(model=model).restore(
+      tf.train.latest_checkpoint(f"{workdir}/checkpoints")).expect_partial()
+  return [weight.numpy() for weight in model.weights]
+
+
+def assert_same_weights(expected, actual, atol=1e-5):
+  """Every weight (in model order) matches within float tolerance."""
+  assert len(expected) == len(actual) == len(model_lib.build_model(TINY).weights)
+  for index, (want, got) in enumerate(zip(expected, actual)):
+    np.testing.assert_allclose(got, want, atol=atol, err_msg=f"weight {index}")
+
+
+def test_one_step_changes_every_trainable_weight(learnable_dir):
+  """A single real step moves every trainable variable."""
+  strategy = tf.distribute.get_strategy()
+  keras.utils.set_random_seed(0)
+  model = model_lib.build_model(TINY)
+  optimizer = train.build_optimizer(TINY, total_steps=10, precision="float32")
+  optimizer.build(model.trainable_variables)
+  files = prepared_dataset.split_files(learnable_dir, "train")
+  data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
+      files, 8, training=True, max_length=40, input_context=context))
+  step = train.build_train_step(strategy, model, optimizer, TINY, data.element_spec)
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  loss_sum, _ = step(next(iter(data)))
+  assert np.isfinite(loss_sum.numpy())
+  for variable, old in zip(model.trainable_variables, before):
+    assert np.any(variable.numpy() != old), variable.path
+
+
+def test_loss_falls_and_results_are_written(tmp_path, learnable_dir):
+  """On learnable data the loss falls; metrics.json, config.json, summaries, checkpoints exist."""
+  config = dataclasses.replace(TINY, epochs=4, eval_every_steps=20)
+  results = train.train_and_evaluate(config, str(tmp_path), train.RunOptions(learnable_dir))
+  history = results["history"]
+  assert history[-1]["train"]["loss"] < 0.5 * history[0]["train"]["loss"]
+  assert results["test"]["accuracy"] > 0.8 and results["test"]["examples"] == 200
+  assert {"loss", "auc", "precision", "recall"} <= set(results["test"])
+  assert any("validation" in record for record in history)
+  written = json.loads((tmp_path / "metrics.json").read_text())
+  assert written["test"] == results["test"] and written["config"]["epochs"] == 4
+  assert {"tensorflow", "keras"} <= set(written["versions"]) and written["wall_seconds"] > 0
+  assert written["examples_per_s"] > 0
+  assert json.loads((tmp_path / "config.json").read_text())["config"]["rnn_units"] == [8]
+  assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  assert len(glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))) == config.keep_checkpoints
+
+
+def test_mirrored_over_two_devices_matches_one_device(tmp_path, learnable_dir):
+  """MirroredStrategy on 2 logical CPUs ends with the weights of a one-device run."""
+  options = train.RunOptions(learnable_dir, max_steps=6, deterministic=True)
+  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  train.train_and_evaluate(TINY, str(tmp_path / "one"), options, tf.distribute.get_strategy())
+  results = train.train_and_evaluate(TINY, str(tmp_path / "two"), options, mirrored)
+  assert results["strategy"]["replicas"] == 2
+  assert_same_weights(checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two"))
+
+
+def config_flags(config):
+  """The command-line flags that give `config`."""
+  return [f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+          for name, value in dataclasses.asdict(config).items()]
+
+
+def free_port():
+  """A loopback port that was free a moment ago."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def merged_worker_batches(files, workers, per_replica_batch_size, config):
+  """What a one-device run sees when it takes the batches of all workers at once."""
+  pipelines = [input_pipeline.make_dataset(
+      files, per_replica_batch_size, training=True, max_length=config.max_length,
+      seed=config.seed, sort_window_batches=config.sort_window_batches,
+      input_context=tf.distribute.InputContext(workers, index, workers)) for index in range(workers)]
+
+  def merge(*batches):
+    """Concatenates the workers' batches, padded to the longest."""
+    time = tf.reduce_max([tf.shape(tokens)[1] for tokens, _ in batches])
+    tokens = [tf.pad(t, [[0, 0], [0, time - tf.shape(t)[1]]]) for t, _ in batches]
+    return tf.concat(tokens, 0), tf.concat([labels for _, labels in batches], 0)
+
+  return tf.data.Dataset.zip(tuple(pipelines)).map(merge)
+
+
+def test_multi_worker_over_two_processes_matches_one_device(tmp_path, learnable_dir):
+  """Two processes under MultiWorkerMirroredStrategy on loopback end with identical weights,
+  those of one device trained on the same global batches."""
+  steps = 6
+  ports = [free_port(), free_port()]
+  flags = config_flags(TINY) + [
+      f"--max_steps={steps}", "--deterministic", "--strategy=multi_worker",
+      f"--data_dir={learnable_dir}", f"--workdir={tmp_path / 'run'}"]
+  workers = []
+  for index in range(2):
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                 "task": {"type": "worker", "index": index}}
+    workers.append(subprocess.Popen(
+        [sys.executable, "-m", "trainer.train", *flags], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}))
+  try:
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+  finally:
+    for worker in workers:
+      worker.kill()
+  for worker, output in zip(workers, outputs):
+    assert worker.returncode == 0, output[-3000:]
+  checksums = [re.findall(r"Final weights sha256 .*: ([0-9a-f]{64})", output) for output in outputs]
+  assert checksums[0] and checksums[0] == checksums[1]  # Both workers hold the same weights.
+  assert not glob.glob(str(tmp_path / "run" / "*worker*"))  # Only the chief wrote the workdir.
+
+  strategy = tf.distribute.get_strategy()
+  keras.utils.set_random_seed(TINY.seed)
+  model = model_lib.build_model(TINY)
+  metadata = prepared_dataset.load_metadata(learnable_dir)
+  total_steps = -(-TINY.epochs * metadata["splits"]["train"]["examples"] // 8)
+  optimizer = train.build_optimizer(TINY, int(total_steps), "float32")
+  optimizer.build(model.trainable_variables)
+  data = merged_worker_batches(prepared_dataset.split_files(learnable_dir, "train"), 2, 4, TINY)
+  step = train.build_train_step(strategy, model, optimizer, TINY, data.element_spec)
+  for batch in data.take(steps):
+    step(batch)
+  reference = [weight.numpy() for weight in model.weights]
+  assert_same_weights(reference, checkpoint_weights(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_runs_with_float32_logits(tmp_path, learnable_dir, precision):
+  """Half-precision policies train on CPU with float32 logits and a finite loss."""
+  results = train.train_and_evaluate(TINY, str(tmp_path), train.RunOptions(
+      learnable_dir, precision=precision, max_steps=4))
+  assert results["precision"] == precision
+  assert all(np.isfinite(record["train"]["loss"]) for record in results["history"])
+  assert np.isfinite(results["test"]["loss"])
+  model = model_lib.build_model(TINY)
+  assert model.get_layer("embedding").compute_dtype == precision.split("_")[1]
+  assert model.output.dtype == "float32"
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, learnable_dir):
+  """Stopped at step 7 and started again, a run ends with the same weights as one never stopped
+  (dropout included: its random state is checkpointed)."""
+  config = dataclasses.replace(TINY, dropout=0.3, embedding_dropout=0.1, epochs=0.5)
+  whole = train.train_and_evaluate(config, str(tmp_path / "whole"),
+                                   train.RunOptions(learnable_dir, deterministic=True))
+  first = train.train_and_evaluate(config, str(tmp_path / "split"),
+                                   train.RunOptions(learnable_dir, deterministic=True, max_steps=7))
+  assert first["step"] == 7 and whole["step"] > 7
+  resumed = train.train_and_evaluate(config, str(tmp_path / "split"),
+                                     train.RunOptions(learnable_dir, deterministic=True))
+  assert resumed["step"] == whole["step"]
+  assert resumed["final_weights_sha256"] == whole["final_weights_sha256"]
+  assert resumed["test"] == whole["test"]
+
+
+def test_missing_dataset_names_the_prepare_command(tmp_path):
+  """A data dir without prepared TFRecords says which command makes them."""
+  with pytest.raises(UserInputError, match="not a prepared dataset.*python -m trainer.prepare"):
+    train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(str(tmp_path)))
+
+
+def test_global_batch_must_divide_among_replicas(tmp_path, learnable_dir):
+  """9 reviews cannot split over 2 replicas."""
+  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  with pytest.raises(UserInputError, match="global_batch_size=9 does not divide evenly among 2"):
+    train.train_and_evaluate(dataclasses.replace(TINY, global_batch_size=9), str(tmp_path),
+                             train.RunOptions(learnable_dir), mirrored)
+
+
+def test_unwritable_workdir_fails_at_start(tmp_path, learnable_dir):
+  """A workdir that cannot be created fails before any training."""
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(UserInputError, match="Cannot write to --workdir"):
+    train.train_and_evaluate(TINY, str(tmp_path / "a_file" / "run"),
+                             train.RunOptions(learnable_dir))
+
+
+def test_resume_refuses_another_vocabulary_or_config(tmp_path, learnable_dir):
+  """Checkpoints are not resumed with a different vocabulary or model."""
+  train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(learnable_dir,
+                                                                          max_steps=2))
+  other_data = tmp_path / "other_data"
+  shutil.copytree(learnable_dir, other_data)
+  vocabulary = (other_data / "vocab.txt").read_text().split("\n")
+  vocabulary[2], vocabulary[3] = vocabulary[3], vocabulary[2]
+  (other_data / "vocab.txt").write_text("\n".join(vocabulary))
+  with pytest.raises(UserInputError, match="another .*Use the original --data_dir"):
+    train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(str(other_data)))
+  with pytest.raises(UserInputError, match=r"other values of \['rnn_units'\]"):
+    train.train_and_evaluate(dataclasses.replace(TINY, rnn_units=(4,)), str(tmp_path / "run"),
+                             train.RunOptions(learnable_dir))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, learnable_dir):
+  """A NaN loss at step 3 stops the run with a clear error; the step-2 checkpoint stays."""
+  real_build = train.build_train_step
+
+  def build_failing_at_step_3(*args):
+    """The real step, returning NaN from the third call on."""
+    step = real_build(*args)
+    calls = []
+
+    def failing(batch):
+      """One step; NaN loss from the third one."""
+      calls.append(1)
+      loss_sum, correct = step(batch)
+      return (loss_sum * np.nan if len(calls) >= 3 else loss_sum), correct
+
+    return failing
+
+  config = dataclasses.replace(TINY, checkpoint_every_steps=2, log_every_steps=1)
+  with mock.patch.object(train, "build_train_step", build_failing_at_step_3):
+    with pytest.raises(train.TrainingDiverged, match="loss became nan between steps 2 and 3"):
+      train.train_and_evaluate(config, str(tmp_path), train.RunOptions(learnable_dir))
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
+
+
+def test_synthetic_data_needs_no_dataset(tmp_path):
+  """--synthetic_data trains on generated batches and reports throughput."""
+  results = train.train_and_evaluate(TINY, str(tmp_path), train.RunOptions(
+      synthetic_data=True, synthetic_steps=3))
+  assert results["step"] == 3 and results["examples_per_s"] > 0 and "test" not in results
+
+
+def test_command_line_prepares_then_trains(tmp_path, aclimdb_tarball):
+  """The README's main command: no --data_dir, a local tarball, the local preset."""
+  completed = subprocess.run(
+      [sys.executable, "-m", "trainer.train", "--preset=local", f"--input={aclimdb_tarball}",
+       f"--workdir={tmp_path / 'run'}", "--max_steps=2"],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert prepared_dataset.load_metadata(str(tmp_path / "run" / "data"))
+  results = json.loads((tmp_path / "run" / "metrics.json").read_text())
+  assert results["step"] == 2 and 0 <= results["test"]["accuracy"] <= 1
+  bad = subprocess.run([sys.executable, "-m", "trainer.train", "--preset=local",
+                        f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run2'}"],
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert bad.returncode == 2 and "not a prepared dataset" in bad.stderr
