@@ -10,8 +10,6 @@ The last line is one JSON object with every number.
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -19,28 +17,17 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+import common
 from trainer import input_pipeline
 from trainer import prepared_dataset
 from trainer import records
-from trainer import synthetic_imdb
-
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_DEFAULT_DATA = os.path.join(_REPOSITORY, "..", "shared", "data", "aclImdb_v1_labeled.tar.gz")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", _DEFAULT_DATA, "aclImdb tarball; generated when it does not exist.")
+flags.DEFINE_string("data", common.DEFAULT_DATA, "aclImdb tarball; generated when missing.")
 flags.DEFINE_integer("per_replica_batch_size", 128, "Reviews per batch.")
 flags.DEFINE_integer("max_length", 500, "Longest sequence kept (the last tokens).")
 flags.DEFINE_integer("batches", 1000, "Batches timed per pipeline, after the warm-up.")
 flags.DEFINE_integer("bucket_width", 50, "Bucket width for bucket_by_sequence_length.")
-
-
-def prepare_seconds(tarball, output_dir):
-  """Runs `python -m trainer.prepare` on the tarball; returns its wall time in seconds."""
-  start = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "trainer.prepare", f"--input={tarball}",
-                  f"--output_dir={output_dir}"], check=True, cwd=_REPOSITORY)
-  return time.perf_counter() - start
 
 
 def per_example_reviews(files, max_length):
@@ -98,15 +85,10 @@ def main(argv):
   """Prepares the data, measures the three pipelines, prints the numbers."""
   del argv
   workdir = tempfile.mkdtemp(prefix="input_pipeline_benchmark_")
-  tarball = FLAGS.data
-  if not os.path.exists(tarball):
-    print(f"{tarball} not found: generating 50,000 reviews instead.")
-    tarball = synthetic_imdb.write_tarball(
-        synthetic_imdb.generate(reviews_per_folder=12500, reviews_per_movie=8, median_words=200),
-        os.path.join(workdir, "generated_aclImdb.tar.gz"))
+  tarball = common.tarball_or_generated(FLAGS.data, workdir)
   data_dir = os.path.join(workdir, "prepared")
-  results = {"data": os.path.abspath(tarball), "prepare_seconds": round(
-      prepare_seconds(tarball, data_dir), 2)}
+  results = {"data": os.path.abspath(tarball),
+             "prepare_seconds": round(common.prepare(tarball, data_dir), 2)}
   metadata = prepared_dataset.load_metadata(data_dir)
   files = prepared_dataset.split_files(data_dir, "train", metadata)
   batch, max_length = FLAGS.per_replica_batch_size, FLAGS.max_length

@@ -56,9 +56,7 @@ def test_one_step_changes_every_trainable_weight(learnable_dir):
   """A single real step moves every trainable variable."""
   strategy = tf.distribute.get_strategy()
   keras.utils.set_random_seed(0)
-  model = model_lib.build_model(TINY)
-  optimizer = train.build_optimizer(TINY, total_steps=10, precision="float32")
-  optimizer.build(model.trainable_variables)
+  model, optimizer = train.build_model_and_optimizer(strategy, TINY, 10, "float32")
   files = prepared_dataset.split_files(learnable_dir, "train")
   data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
       files, 8, training=True, max_length=40, input_context=context))
@@ -156,11 +154,9 @@ def test_multi_worker_over_two_processes_matches_one_device(tmp_path, learnable_
 
   strategy = tf.distribute.get_strategy()
   keras.utils.set_random_seed(TINY.seed)
-  model = model_lib.build_model(TINY)
   metadata = prepared_dataset.load_metadata(learnable_dir)
-  total_steps = -(-TINY.epochs * metadata["splits"]["train"]["examples"] // 8)
-  optimizer = train.build_optimizer(TINY, int(total_steps), "float32")
-  optimizer.build(model.trainable_variables)
+  total_steps = int(-(-TINY.epochs * metadata["splits"]["train"]["examples"] // 8))
+  model, optimizer = train.build_model_and_optimizer(strategy, TINY, total_steps, "float32")
   data = merged_worker_batches(prepared_dataset.split_files(learnable_dir, "train"), 2, 4, TINY)
   step = train.build_train_step(strategy, model, optimizer, TINY, data.element_spec)
   for batch in data.take(steps):

@@ -17,11 +17,12 @@ def classification_metrics(probabilities, labels, losses):
   """
   labels = np.asarray(labels, np.float32)
   probabilities = np.asarray(probabilities, np.float32)
-  results = {"examples": int(labels.size), "loss": float(np.mean(losses)) if labels.size else 0.0}
+  results = {"examples": int(labels.size),
+             "loss": round(float(np.mean(losses)), 6) if labels.size else 0.0}
   for name, metric in (("accuracy", keras.metrics.BinaryAccuracy()),
                        ("auc", keras.metrics.AUC(num_thresholds=1000)),
                        ("precision", keras.metrics.Precision()),
                        ("recall", keras.metrics.Recall())):
     metric.update_state(labels, probabilities)
-    results[name] = float(metric.result())
+    results[name] = round(float(metric.result()), 6)
   return results

@@ -127,6 +127,20 @@ def build_optimizer(config, total_steps, precision):
   return optimizer
 
 
+def build_model_and_optimizer(strategy, config, total_steps, precision):
+  """The model and its optimizer under `strategy`, with the optimizer's variables built.
+
+  Returns:
+    (keras.Model, optimizer).
+  """
+  keras.mixed_precision.set_global_policy(precision)
+  with strategy.scope():
+    model = model_lib.build_model(config)
+    optimizer = build_optimizer(config, total_steps, precision)
+    optimizer.build(model.trainable_variables)  # Before tracing: MirroredStrategy needs it.
+  return model, optimizer
+
+
 def current_learning_rate(optimizer):
   """The learning rate the optimizer uses at its current iteration."""
   inner = getattr(optimizer, "inner_optimizer", optimizer)
@@ -236,7 +250,7 @@ def weights_sha256(model):
   """Checksum of every weight, to compare replicas, workers and runs."""
   digest = hashlib.sha256()
   for weight in model.weights:
-    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
   return digest.hexdigest()
 
 
@@ -329,9 +343,10 @@ class _TrainLog:
              "input_wait_fraction": round(self.input_seconds / max(seconds, 1e-9), 4),
              "learning_rate": learning_rate}
     eta = (self.total_steps - step) * seconds / max(steps, 1)
-    logging.info("train | step: %d/%d | loss: %.4f | accuracy: %.4f | examples/s: %.1f | "
-                 "input wait: %.1f%% | lr: %.3g | ETA: %s", step, self.total_steps,
-                 stats["loss"], stats["accuracy"], stats["examples_per_s"],
+    logging.info("train | step: %d/%d | loss: %.4f | accuracy: %.4f | steps/sec: %.2f | "
+                 "examples/s: %.1f | input wait: %.1f%% | lr: %.3g | ETA: %s", step,
+                 self.total_steps, stats["loss"], stats["accuracy"], steps / max(seconds, 1e-9),
+                 stats["examples_per_s"],
                  100 * stats["input_wait_fraction"], learning_rate,
                  time.strftime("%H:%M:%S", time.gmtime(eta)))
     with tf.name_scope("train"):
@@ -412,11 +427,7 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
 
   # Model, optimizer and the checkpoint to resume from.
   precision = resolve_precision(options.precision)
-  keras.mixed_precision.set_global_policy(precision)
-  with strategy.scope():
-    model = model_lib.build_model(config)
-    optimizer = build_optimizer(config, total_steps, precision)
-    optimizer.build(model.trainable_variables)  # Before tracing: MirroredStrategy needs it.
+  model, optimizer = build_model_and_optimizer(strategy, config, total_steps, precision)
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                                    random_states=_random_generator_states(model))

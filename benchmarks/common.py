@@ -1,0 +1,30 @@
+"""What the benchmarks share: where the real data is, and a prepared copy of it."""
+
+import os
+import subprocess
+import sys
+import time
+
+from trainer import synthetic_imdb
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.normpath(
+    os.path.join(REPOSITORY, "..", "shared", "data", "aclImdb_v1_labeled.tar.gz"))
+
+
+def tarball_or_generated(tarball, workdir):
+  """`tarball` when it exists, else a generated one of IMDB's size (and says so)."""
+  if os.path.exists(tarball):
+    return tarball
+  print(f"{tarball} not found: generating 50,000 reviews instead.")
+  return synthetic_imdb.write_tarball(
+      synthetic_imdb.generate(reviews_per_folder=12500, reviews_per_movie=8, median_words=200),
+      os.path.join(workdir, "generated_aclImdb.tar.gz"))
+
+
+def prepare(tarball, output_dir):
+  """Runs `python -m trainer.prepare` on the tarball; returns its wall time in seconds."""
+  start = time.perf_counter()
+  subprocess.run([sys.executable, "-m", "trainer.prepare", f"--input={tarball}",
+                  f"--output_dir={output_dir}"], check=True, cwd=REPOSITORY)
+  return time.perf_counter() - start
