@@ -114,7 +114,8 @@ def merged_worker_batches(files, workers, per_replica_batch_size, config):
   pipelines = [input_pipeline.make_dataset(
       files, per_replica_batch_size, training=True, max_length=config.max_length,
       seed=config.seed, sort_window_batches=config.sort_window_batches,
-      input_context=tf.distribute.InputContext(workers, index, workers)) for index in range(workers)]
+      input_context=tf.distribute.InputContext(workers, index, workers))
+               for index in range(workers)]
 
   def merge(*batches):
     """Concatenates the workers' batches, padded to the longest."""

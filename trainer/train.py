@@ -366,9 +366,76 @@ def _write_evaluation_summaries(split, results, step):
 # --- The run.
 
 
-def _distribute(strategy, make_dataset):
-  """Distributes `make_dataset(input_context)` (one pipeline per worker) over the replicas."""
-  return strategy.distribute_datasets_from_function(make_dataset)
+def _resolve_data(config, options):
+  """Reads the dataset's metadata and fits the vocabulary size to it.
+
+  Returns:
+    (config, metadata or None, data identity or None, training examples per epoch).
+  """
+  if options.synthetic_data:
+    return config, None, None, options.synthetic_steps * config.global_batch_size
+  if not options.data_dir:
+    raise UserInputError("Give --data_dir=<a prepared dataset> (python -m trainer.prepare "
+                         "makes one), or --synthetic_data.")
+  metadata = prepared_dataset.load_metadata(options.data_dir)
+  if config.vocab_size > metadata["vocab_size"]:
+    logging.info("The dataset has %d ids; using them all (vocab_size %d asked).",
+                 metadata["vocab_size"], config.vocab_size)
+    config = dataclasses.replace(config, vocab_size=metadata["vocab_size"])
+  return (config, metadata, _data_identity(options.data_dir, metadata),
+          metadata["splits"]["train"]["examples"])
+
+
+def _build_datasets(strategy, config, options, metadata, start_step):
+  """The distributed training data (from `start_step` on) and evaluation data.
+
+  Returns:
+    (training dataset, {"validation": ..., "test": ...} or {} with synthetic data).
+  """
+  per_replica_batch_size = config.global_batch_size // strategy.num_replicas_in_sync
+
+  def training_dataset(context):
+    """This worker's training batches, from the restored step on."""
+    if options.synthetic_data:
+      return input_pipeline.make_synthetic_dataset(per_replica_batch_size, config.max_length,
+                                                   config.vocab_size, seed=config.seed)
+    return input_pipeline.make_dataset(
+        prepared_dataset.split_files(options.data_dir, "train", metadata), per_replica_batch_size,
+        training=True, max_length=config.max_length, keep=config.keep, seed=config.seed,
+        input_context=context, start_step=start_step,
+        sort_window_batches=config.sort_window_batches)
+
+  def evaluation_dataset(split):
+    """This worker's evaluation batches, then fillers until every worker is done."""
+    return strategy.distribute_datasets_from_function(
+        lambda context: input_pipeline.make_dataset(
+            prepared_dataset.split_files(options.data_dir, split, metadata),
+            config.eval_batch_size, training=False, max_length=config.max_length,
+            keep=config.keep, input_context=context, endless=True))
+
+  training = strategy.distribute_datasets_from_function(training_dataset)
+  if options.synthetic_data:
+    return training, {}
+  return training, {split: evaluation_dataset(split) for split in ("validation", "test")}
+
+
+def _restore(checkpoint, workdir, config, data):
+  """Restores the latest checkpoint of `workdir`, if any, after checking it fits this run.
+
+  Returns:
+    The results of the earlier run (its metrics.json), or {} for a new run.
+  """
+  latest = tf.train.latest_checkpoint(storage.join(workdir, "checkpoints"))
+  if not latest:
+    return {}
+  run_record_path = storage.join(workdir, "config.json")
+  if tf.io.gfile.exists(run_record_path):
+    _check_resumable(storage.read_json(run_record_path), config, data)
+  checkpoint.restore(latest).assert_existing_objects_matched()
+  logging.info("Resumed from %s at step %d.", latest, int(checkpoint.step))
+  metrics_path = storage.join(workdir, "metrics.json")
+  return storage.read_json(metrics_path) if tf.io.gfile.exists(metrics_path) else {}
+
 
 
 def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
@@ -400,25 +467,11 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
   keras.utils.set_random_seed(config.seed)
   if chief:
     _check_writable(workdir)
+  # Other workers save too (the strategy needs it), somewhere of their own that they remove.
   checkpoint_dir = (storage.join(workdir, "checkpoints") if chief
                     else tempfile.mkdtemp(prefix="imdb_worker_checkpoints_"))
-  shared_checkpoint_dir = storage.join(workdir, "checkpoints")
 
-  # Data.
-  metadata = data = None
-  if options.synthetic_data:
-    train_examples = options.synthetic_steps * config.global_batch_size
-  else:
-    if not options.data_dir:
-      raise UserInputError("Give --data_dir=<a prepared dataset> (python -m trainer.prepare "
-                           "makes one), or --synthetic_data.")
-    metadata = prepared_dataset.load_metadata(options.data_dir)
-    data = _data_identity(options.data_dir, metadata)
-    train_examples = metadata["splits"]["train"]["examples"]
-    if config.vocab_size > metadata["vocab_size"]:
-      logging.info("The dataset has %d ids; using them all (vocab_size %d asked).",
-                   metadata["vocab_size"], config.vocab_size)
-      config = dataclasses.replace(config, vocab_size=metadata["vocab_size"])
+  config, metadata, data, train_examples = _resolve_data(config, options)
   steps_per_epoch = max(1, train_examples // config.global_batch_size)
   total_steps = (options.synthetic_steps if options.synthetic_data
                  else max(1, math.ceil(config.epochs * train_examples / config.global_batch_size)))
@@ -431,17 +484,7 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                                    random_states=_random_generator_states(model))
-  run_record_path = storage.join(workdir, "config.json")
-  latest = tf.train.latest_checkpoint(shared_checkpoint_dir)
-  previous = {}
-  if latest:
-    if tf.io.gfile.exists(run_record_path):
-      _check_resumable(storage.read_json(run_record_path), config, data)
-    checkpoint.restore(latest).assert_existing_objects_matched()
-    logging.info("Resumed from %s at step %d.", latest, int(step))
-    metrics_path = storage.join(workdir, "metrics.json")
-    if tf.io.gfile.exists(metrics_path):
-      previous = storage.read_json(metrics_path)
+  previous = _restore(checkpoint, workdir, config, data)
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                        max_to_keep=config.keep_checkpoints)
   start_step = int(step)
@@ -453,40 +496,18 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
                 dataclasses.asdict(options), "precision": precision, "total_steps": total_steps,
                 "steps_per_epoch": steps_per_epoch, "versions": versions()}
   if chief:
-    storage.write_json_atomically(run_record_path, run_record)
+    storage.write_json_atomically(storage.join(workdir, "config.json"), run_record)
 
-  # Input pipelines.
-  per_replica_batch_size = config.global_batch_size // strategy.num_replicas_in_sync
-
-  def training_dataset(context):
-    """This worker's training batches, from the restored step on."""
-    if options.synthetic_data:
-      return input_pipeline.make_synthetic_dataset(per_replica_batch_size, config.max_length,
-                                                   config.vocab_size, seed=config.seed)
-    return input_pipeline.make_dataset(
-        prepared_dataset.split_files(options.data_dir, "train", metadata), per_replica_batch_size,
-        training=True, max_length=config.max_length, keep=config.keep, seed=config.seed,
-        input_context=context, start_step=start_step,
-        sort_window_batches=config.sort_window_batches)
-
-  def evaluation_dataset(split):
-    """The distributed evaluation batches of a split."""
-    return _distribute(strategy, lambda context: input_pipeline.make_dataset(
-        prepared_dataset.split_files(options.data_dir, split, metadata), config.eval_batch_size,
-        training=False, max_length=config.max_length, keep=config.keep, input_context=context,
-        endless=True))
-
-  train_data = _distribute(strategy, training_dataset)
+  train_data, evaluations = _build_datasets(strategy, config, options, metadata, start_step)
   train_step = build_train_step(strategy, model, optimizer, config, train_data.element_spec)
-  evaluations = {}
-  if not options.synthetic_data:
-    evaluations = {split: evaluation_dataset(split) for split in ("validation", "test")}
+  if evaluations:
     eval_step = build_eval_step(strategy, model, evaluations["validation"].element_spec)
 
   # The loop.
   writer = (tf.summary.create_file_writer(storage.join(workdir, "tensorboard")) if chief
             else tf.summary.create_noop_writer())
-  history = previous.get("history", [])
+  # Records past the restored step belong to an interrupted run: its steps are run again.
+  history = [record for record in previous.get("history", []) if record["step"] <= start_step]
   log = _TrainLog(total_steps, start_step, config.global_batch_size,
                   show_progress_bar=chief and sys.stdout.isatty())
   train_seconds = 0.0
@@ -507,10 +528,11 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
       log.add(current, loss_sum, correct, input_seconds)
       is_last = current == end_step
       save = current % config.checkpoint_every_steps == 0 or is_last
-      if current % config.log_every_steps == 0 or save:  # A NaN loss is caught before a save.
+      validate = evaluations and (current % eval_every == 0 or is_last)
+      if current % config.log_every_steps == 0 or save or validate:  # NaN is caught before a save.
         record = {"step": current, "epoch": round(current / steps_per_epoch, 3),
                   "train": log.flush(current, current_learning_rate(optimizer))}
-        if evaluations and (current % eval_every == 0 or is_last):
+        if validate:
           record["validation"] = evaluate(eval_step, evaluations["validation"])
           _write_evaluation_summaries("validation", record["validation"], current)
           logging.info("validation | step: %d | %s", current, record["validation"])
