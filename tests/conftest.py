@@ -47,11 +47,11 @@ def prepared_dir(tmp_path_factory, corpus_files):
 
 @pytest.fixture(scope="session")
 def learnable_dir(tmp_path_factory):
-  """A prepared corpus large enough to learn from: 100 reviews per folder, 4 shards per split."""
+  """A prepared corpus to learn from: 100 reviews per folder, 3 shards per split (uneven over 2)."""
   root = tmp_path_factory.mktemp("learnable")
   files = synthetic_imdb.generate(reviews_per_folder=100, reviews_per_movie=5, median_words=30,
                                   seed=2)
   output_dir = str(root / "data")
   prepare.prepare(sources.read_tarball(synthetic_imdb.write_tarball(
-      files, str(root / "aclImdb_v1.tar.gz"))), output_dir, prepare.PrepareOptions(num_shards=4))
+      files, str(root / "aclImdb_v1.tar.gz"))), output_dir, prepare.PrepareOptions(num_shards=3))
   return output_dir

@@ -257,6 +257,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, learnable_d
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
 
 
+def test_debug_mode_runs_eagerly_and_then_restores_graph_mode(tmp_path):
+  """--debug trains (eagerly, with numeric checks) and leaves tf.function compiled after."""
+  with mock.patch.object(tf.debugging, "enable_check_numerics",
+                         wraps=tf.debugging.enable_check_numerics) as check_numerics:
+    results = train.train_and_evaluate(dataclasses.replace(TINY, max_length=8), str(tmp_path),
+                                       train.RunOptions(synthetic_data=True, synthetic_steps=2,
+                                                        debug=True))
+  assert results["step"] == 2 and check_numerics.called
+  assert not tf.config.functions_run_eagerly()
+
+
 def test_synthetic_data_needs_no_dataset(tmp_path):
   """--synthetic_data trains on generated batches and reports throughput."""
   results = train.train_and_evaluate(TINY, str(tmp_path), train.RunOptions(

@@ -12,6 +12,7 @@ data position is recomputed from the step. Only the chief writes to --workdir: c
 tensorboard/, config.json and metrics.json.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -438,6 +439,21 @@ def _restore(checkpoint, workdir, config, data):
 
 
 
+@contextlib.contextmanager
+def _debug_mode(enabled):
+  """Inside the block, when enabled: tf.functions run eagerly and every op checks for NaN."""
+  if not enabled:
+    yield
+    return
+  tf.config.run_functions_eagerly(True)
+  tf.debugging.enable_check_numerics()
+  try:
+    yield
+  finally:
+    tf.debugging.disable_check_numerics()
+    tf.config.run_functions_eagerly(False)
+
+
 def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
   """Trains, evaluates on validation each epoch and on test at the end, and writes results.
 
@@ -450,6 +466,12 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
   Returns:
     The results also written to <workdir>/metrics.json.
   """
+  with _debug_mode(options.debug):
+    return _train_and_evaluate(config, workdir, options, strategy)
+
+
+def _train_and_evaluate(config, workdir, options, strategy):
+  """`train_and_evaluate` outside of the debug mode switch."""
   wall_start = time.perf_counter()
   config.check()
   strategy = strategy or distribution.build_strategy(options.strategy)
@@ -461,9 +483,6 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
         f"{strategy.num_replicas_in_sync}.")
   if options.deterministic:
     tf.config.experimental.enable_op_determinism()
-  if options.debug:
-    tf.config.run_functions_eagerly(True)
-    tf.debugging.enable_check_numerics()
   keras.utils.set_random_seed(config.seed)
   if chief:
     _check_writable(workdir)
