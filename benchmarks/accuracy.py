@@ -20,8 +20,7 @@ from trainer import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "default", "Preset to train.")
-flags.DEFINE_string("data", common.DEFAULT_DATA, "aclImdb tarball; generated when missing.")
-flags.DEFINE_string("data_dir", None, "An already prepared dataset (skips --data).")
+common.define_data_flags()
 flags.DEFINE_string("workdir", None, "Where the run writes (a new temporary folder if unset).")
 
 
@@ -29,10 +28,7 @@ def main(argv):
   """Trains and prints the numbers."""
   del argv
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix=f"accuracy_{FLAGS.preset}_")
-  data_dir = FLAGS.data_dir
-  if not data_dir:
-    data_dir = os.path.join(workdir, "data")
-    common.prepare(common.tarball_or_generated(FLAGS.data, workdir), data_dir)
+  data_dir = common.prepared_data_dir(workdir)
   results = train.train_and_evaluate(config_lib.get_preset(FLAGS.preset),
                                      os.path.join(workdir, "run"), train.RunOptions(data_dir))
   summary = {"preset": FLAGS.preset, "test_accuracy": round(results["test"]["accuracy"], 4),

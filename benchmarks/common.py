@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+
 from trainer import synthetic_imdb
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +22,21 @@ def tarball_or_generated(tarball, workdir):
   return synthetic_imdb.write_tarball(
       synthetic_imdb.generate(reviews_per_folder=12500, reviews_per_movie=8, median_words=200),
       os.path.join(workdir, "generated_aclImdb.tar.gz"))
+
+
+def define_data_flags():
+  """--data (a tarball) and --data_dir (a prepared dataset), for benchmarks that train."""
+  flags.DEFINE_string("data", DEFAULT_DATA, "aclImdb tarball; generated when missing.")
+  flags.DEFINE_string("data_dir", None, "An already prepared dataset (skips --data).")
+
+
+def prepared_data_dir(workdir):
+  """--data_dir, or --data prepared into <workdir>/data."""
+  if flags.FLAGS.data_dir:
+    return flags.FLAGS.data_dir
+  data_dir = os.path.join(workdir, "data")
+  prepare(tarball_or_generated(flags.FLAGS.data, workdir), data_dir)
+  return data_dir
 
 
 def prepare(tarball, output_dir):

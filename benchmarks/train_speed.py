@@ -9,7 +9,6 @@ training split; each is timed over --steps steps after --warmup_steps. The last 
 """
 
 import json
-import os
 import tempfile
 import time
 
@@ -29,8 +28,7 @@ from trainer import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "seed_notebook", "Preset whose model and global batch are timed.")
-flags.DEFINE_string("data", common.DEFAULT_DATA, "aclImdb tarball; generated when missing.")
-flags.DEFINE_string("data_dir", None, "An already prepared dataset (skips --data).")
+common.define_data_flags()
 flags.DEFINE_integer("steps", 100, "Timed steps for each way.")
 flags.DEFINE_integer("warmup_steps", 10, "Untimed steps first (tracing, caches).")
 
@@ -104,10 +102,7 @@ def main(argv):
   """Times both ways and prints the numbers."""
   del argv
   workdir = tempfile.mkdtemp(prefix="train_speed_")
-  data_dir = FLAGS.data_dir
-  if not data_dir:
-    data_dir = os.path.join(workdir, "data")
-    common.prepare(common.tarball_or_generated(FLAGS.data, workdir), data_dir)
+  data_dir = common.prepared_data_dir(workdir)
   metadata = prepared_dataset.load_metadata(data_dir)
   config = config_lib.get_preset(FLAGS.preset)
   files = prepared_dataset.split_files(data_dir, "train", metadata)

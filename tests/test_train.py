@@ -289,3 +289,28 @@ def test_command_line_prepares_then_trains(tmp_path, aclimdb_tarball):
                         f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run2'}"],
                        capture_output=True, text=True, timeout=300, check=False)
   assert bad.returncode == 2 and "not a prepared dataset" in bad.stderr
+
+
+def test_moving_average_is_evaluated_and_checkpointed(tmp_path, learnable_dir):
+  """With EMA on two replicas, evaluation swaps the averages in and out; resume stays exact."""
+  config = dataclasses.replace(TINY, ema_momentum=0.9, epochs=0.5)
+  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  model, optimizer = train.build_model_and_optimizer(mirrored, config, 10, "float32")
+  with mirrored.scope():
+    for weight in model.trainable_variables:
+      weight.assign(tf.ones_like(weight))
+  trained = [w.numpy() for w in model.trainable_variables]
+  averages = [average.numpy() for average in
+              optimizer._model_variables_moving_average]  # pylint: disable=protected-access
+  with train.evaluation_weights(model, optimizer):
+    for weight, average in zip(model.trainable_variables, averages):
+      np.testing.assert_array_equal(weight.numpy(), average)
+  for weight, value in zip(model.trainable_variables, trained):
+    np.testing.assert_array_equal(weight.numpy(), value)
+  options = train.RunOptions(learnable_dir, deterministic=True)
+  whole = train.train_and_evaluate(config, str(tmp_path / "whole"), options, mirrored)
+  train.train_and_evaluate(config, str(tmp_path / "split"),
+                           dataclasses.replace(options, max_steps=5), mirrored)
+  resumed = train.train_and_evaluate(config, str(tmp_path / "split"), options, mirrored)
+  assert resumed["final_weights_sha256"] == whole["final_weights_sha256"]
+  assert resumed["test"] == whole["test"]

@@ -36,6 +36,7 @@ class Config:
   weight_decay: float = 1e-4  # Decoupled weight decay (adamw only).
   clip_norm: float = 1.0  # Clip the gradient to this global norm; 0 disables.
   dense_gradients: str = "auto"  # All-reduce the embedding gradient dense: auto = batch >= 100.
+  ema_momentum: float = 0.999  # Evaluate a moving average of the weights (momentum); 0 = off.
   # Evaluation and bookkeeping.
   eval_batch_size: int = 256  # Reviews per evaluation batch per replica.
   eval_every_steps: int = 0  # Validation every this many steps; 0 = once per epoch.
@@ -60,7 +61,7 @@ class Config:
         raise ValueError(f"{name}={getattr(self, name)}: it must be positive.")
     if not self.rnn_units or min(self.rnn_units) <= 0:
       raise ValueError(f"rnn_units={self.rnn_units}: give one positive width per layer.")
-    for name in ("dropout", "embedding_dropout"):
+    for name in ("dropout", "embedding_dropout", "ema_momentum"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}: use a value in [0, 1).")
     for name in ("warmup_steps", "weight_decay", "clip_norm", "eval_every_steps"):
@@ -76,18 +77,18 @@ PRESETS = {
     "keras_example": Config(
         vocab_size=20000, max_length=200, embedding_dim=128, rnn_units=(64, 64), pooling="last",
         dropout=0.0, global_batch_size=32, epochs=2, optimizer="adam", learning_rate=1e-3,
-        schedule="constant", warmup_steps=0, weight_decay=0.0, clip_norm=0.0),
+        schedule="constant", warmup_steps=0, weight_decay=0.0, clip_norm=0.0, ema_momentum=0.0),
     # The classic course notebook: 5k words, 500 tokens, Embedding 50, one BiLSTM(128),
     # Dropout 0.5, Adam, batch 128, 3 epochs.
     "seed_notebook": Config(
         vocab_size=5000, max_length=500, embedding_dim=50, rnn_units=(128,), pooling="last",
         dropout=0.5, global_batch_size=128, epochs=3, optimizer="adam", learning_rate=1e-3,
-        schedule="constant", warmup_steps=0, weight_decay=0.0, clip_norm=0.0),
+        schedule="constant", warmup_steps=0, weight_decay=0.0, clip_norm=0.0, ema_momentum=0.0),
     # Tiny: seconds on a laptop CPU, for debugging the job end to end.
     "local": Config(
         vocab_size=2000, max_length=64, embedding_dim=16, rnn_units=(8,), global_batch_size=16,
         epochs=1, warmup_steps=5, eval_batch_size=64, checkpoint_every_steps=20,
-        log_every_steps=5, sort_window_batches=4),
+        log_every_steps=5, sort_window_batches=4, ema_momentum=0.0),
 }
 
 

@@ -119,6 +119,8 @@ def build_optimizer(config, total_steps, precision):
   """The optimizer of the config, wrapped in dynamic loss scaling for float16."""
   kwargs = {"learning_rate": build_learning_rate(config, total_steps),
             "global_clipnorm": config.clip_norm or None}
+  if config.ema_momentum:
+    kwargs.update(use_ema=True, ema_momentum=config.ema_momentum)
   if config.optimizer == "adamw":
     optimizer = _AdamW(weight_decay=config.weight_decay, name="adamw", **kwargs)
   else:
@@ -217,6 +219,34 @@ def build_eval_step(strategy, model, element_spec):
     return tuple(strategy.gather(value, axis=0) for value in outputs)
 
   return eval_step
+
+
+@contextlib.contextmanager
+def evaluation_weights(model, optimizer):
+  """Inside the block the model holds the moving average of its weights (when EMA is on).
+
+  The averages and the trained weights trade places on entry and again on exit, so training
+  continues from its own weights and checkpoints keep both.
+  """
+  inner = getattr(optimizer, "inner_optimizer", optimizer)
+  if not inner.use_ema:
+    yield
+    return
+  averages = inner._model_variables_moving_average  # pylint: disable=protected-access
+  pairs = list(zip(model.trainable_variables, averages))
+
+  def swap():
+    """Exchanges the values of each weight and its average."""
+    for weight, average in pairs:
+      value = tf.identity(weight.value)
+      weight.assign(average.value)
+      average.assign(value)
+
+  swap()
+  try:
+    yield
+  finally:
+    swap()
 
 
 def evaluate(eval_step, dataset):
@@ -522,6 +552,11 @@ def _train_and_evaluate(config, workdir, options, strategy):
   if evaluations:
     eval_step = build_eval_step(strategy, model, evaluations["validation"].element_spec)
 
+  def evaluate_split(split):
+    """Metrics of a split, computed with the evaluation weights."""
+    with evaluation_weights(model, optimizer):
+      return evaluate(eval_step, evaluations[split])
+
   # The loop.
   writer = (tf.summary.create_file_writer(storage.join(workdir, "tensorboard")) if chief
             else tf.summary.create_noop_writer())
@@ -552,7 +587,7 @@ def _train_and_evaluate(config, workdir, options, strategy):
         record = {"step": current, "epoch": round(current / steps_per_epoch, 3),
                   "train": log.flush(current, current_learning_rate(optimizer))}
         if validate:
-          record["validation"] = evaluate(eval_step, evaluations["validation"])
+          record["validation"] = evaluate_split("validation")
           _write_evaluation_summaries("validation", record["validation"], current)
           logging.info("validation | step: %d | %s", current, record["validation"])
         history.append(record)
@@ -569,8 +604,8 @@ def _train_and_evaluate(config, workdir, options, strategy):
                           if trained_steps else None}
     if evaluations:
       last_validation = history[-1].get("validation") if trained_steps else None
-      results["validation"] = last_validation or evaluate(eval_step, evaluations["validation"])
-      results["test"] = evaluate(eval_step, evaluations["test"])
+      results["validation"] = last_validation or evaluate_split("validation")
+      results["test"] = evaluate_split("test")
       _write_evaluation_summaries("test", results["test"], current)
       logging.info("test | step: %d | %s", current, results["test"])
   results["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
