@@ -7,6 +7,7 @@ and evaluates on the official 25,000 test reviews. `wall_seconds` is the trainin
 validation and test evaluation included, preparation excluded. The last line is one JSON object.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -22,6 +23,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "default", "Preset to train.")
 common.define_data_flags()
 flags.DEFINE_string("workdir", None, "Where the run writes (a new temporary folder if unset).")
+flags.DEFINE_integer("seed", None, "Overrides the preset's seed (weights, dropout, data order).")
 
 
 def main(argv):
@@ -29,9 +31,12 @@ def main(argv):
   del argv
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix=f"accuracy_{FLAGS.preset}_")
   data_dir = common.prepared_data_dir(workdir)
-  results = train.train_and_evaluate(config_lib.get_preset(FLAGS.preset),
-                                     os.path.join(workdir, "run"), train.RunOptions(data_dir))
-  summary = {"preset": FLAGS.preset, "test_accuracy": round(results["test"]["accuracy"], 4),
+  config = config_lib.get_preset(FLAGS.preset)
+  if FLAGS.seed is not None:
+    config = dataclasses.replace(config, seed=FLAGS.seed)
+  results = train.train_and_evaluate(config, os.path.join(workdir, "run"),
+                                     train.RunOptions(data_dir))
+  summary = {"preset": FLAGS.preset, "seed": config.seed, "test_accuracy": round(results["test"]["accuracy"], 4),
              "test_auc": round(results["test"]["auc"], 4),
              "validation_accuracy": round(results["validation"]["accuracy"], 4),
              "wall_seconds": results["wall_seconds"], "steps": results["step"],

@@ -5,10 +5,12 @@ r"""Training speed: our trainer vs the Keras example's way, same model and globa
 Ours: the trainer's train step (strategy.run in a tf.function) fed by our length-bucketed
 pipeline. Keras: `model.fit` on `pad_sequences` arrays padded to max_length, the way the keras-io
 example trains. Both train the same `build_model(config)` from the same initial weights on the
-training split; each is timed over --steps steps after --warmup_steps. The last line is JSON.
+training split; after --warmup_steps each, they are timed in --rounds alternating rounds of
+--steps steps; `ratio` is the median of the per-round ratios. The last line is JSON.
 """
 
 import json
+import statistics
 import tempfile
 import time
 
@@ -29,28 +31,35 @@ from trainer import train
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "seed_notebook", "Preset whose model and global batch are timed.")
 common.define_data_flags()
-flags.DEFINE_integer("steps", 100, "Timed steps for each way.")
+flags.DEFINE_integer("steps", 100, "Timed steps per round for each way.")
+flags.DEFINE_integer("rounds", 5, "Alternating rounds; medians are reported.")
 flags.DEFINE_integer("warmup_steps", 10, "Untimed steps first (tracing, caches).")
 
 
-def ours_examples_per_s(config, files, total_steps):
-  """Steady-state examples/s of our train step and input pipeline."""
-  strategy = distribution.build_strategy("auto")
-  keras.utils.set_random_seed(config.seed)
-  model, optimizer = train.build_model_and_optimizer(strategy, config, total_steps, "float32")
-  batch = config.global_batch_size // strategy.num_replicas_in_sync
-  data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
-      files, batch, training=True, max_length=config.max_length, keep=config.keep,
-      input_context=context, sort_window_batches=config.sort_window_batches))
-  step = train.build_train_step(strategy, model, optimizer, config, data.element_spec)
-  iterator = iter(data)
-  for _ in range(FLAGS.warmup_steps):
-    step(next(iterator))
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    loss_sum, _ = step(next(iterator))
-  float(loss_sum)  # Waits for the last step.
-  return FLAGS.steps * config.global_batch_size / (time.perf_counter() - start)
+class OursRunner:
+  """Our train step fed by our bucketed pipeline, built once and timed in rounds."""
+
+  def __init__(self, config, files, total_steps):
+    """Builds the model, optimizer, step and data iterator, and warms them up."""
+    strategy = distribution.build_strategy("auto")
+    keras.utils.set_random_seed(config.seed)
+    model, optimizer = train.build_model_and_optimizer(strategy, config, total_steps, "float32")
+    batch = config.global_batch_size // strategy.num_replicas_in_sync
+    data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
+        files, batch, training=True, max_length=config.max_length, keep=config.keep,
+        input_context=context, sort_window_batches=config.sort_window_batches))
+    self.global_batch_size = config.global_batch_size
+    self.step = train.build_train_step(strategy, model, optimizer, config, data.element_spec)
+    self.iterator = iter(data)
+    self.measure(FLAGS.warmup_steps)
+
+  def measure(self, steps):
+    """Examples/s over the next `steps` steps."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      loss_sum, _ = self.step(next(self.iterator))
+    float(loss_sum)  # Waits for the last step.
+    return steps * self.global_batch_size / (time.perf_counter() - start)
 
 
 class _StepTimes(keras.callbacks.Callback):
@@ -82,20 +91,28 @@ def padded_training_arrays(files, config, count):
   return padded.astype(np.int32), np.array(labels[:count], np.float32)
 
 
-def keras_fit_examples_per_s(config, files):
-  """Steady-state examples/s of `model.fit` on padded arrays."""
-  steps = FLAGS.warmup_steps + FLAGS.steps
-  x, y = padded_training_arrays(files, config, steps * config.global_batch_size)
-  keras.utils.set_random_seed(config.seed)
-  model, _ = train.build_model_and_optimizer(tf.distribute.get_strategy(), config, steps,
-                                             "float32")
-  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                loss=keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
-  times = _StepTimes()
-  model.fit(x, y, batch_size=config.global_batch_size, epochs=1, shuffle=True, verbose=0,
-            callbacks=[times])
-  timed = times.times[FLAGS.warmup_steps - 1:]
-  return (len(timed) - 1) * config.global_batch_size / (timed[-1] - timed[0])
+class KerasFitRunner:
+  """`model.fit` on padded arrays, the keras-io way, built once and timed in rounds."""
+
+  def __init__(self, config, files, steps):
+    """Builds and compiles the same model, pads the arrays, and warms up."""
+    self.global_batch_size = config.global_batch_size
+    self.x, self.y = padded_training_arrays(files, config, (steps + 1) * config.global_batch_size)
+    keras.utils.set_random_seed(config.seed)
+    self.model, _ = train.build_model_and_optimizer(tf.distribute.get_strategy(), config, steps,
+                                                    "float32")
+    self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                       metrics=["accuracy"])
+    self.measure(FLAGS.warmup_steps)
+
+  def measure(self, steps):
+    """Examples/s over `steps` batches of one `fit` call (timed from the first batch's end)."""
+    count = (steps + 1) * self.global_batch_size
+    times = _StepTimes()
+    self.model.fit(self.x[:count], self.y[:count], batch_size=self.global_batch_size, epochs=1,
+                   shuffle=True, verbose=0, callbacks=[times])
+    return steps * self.global_batch_size / (times.times[-1] - times.times[0])
 
 
 def main(argv):
@@ -106,16 +123,25 @@ def main(argv):
   metadata = prepared_dataset.load_metadata(data_dir)
   config = config_lib.get_preset(FLAGS.preset)
   files = prepared_dataset.split_files(data_dir, "train", metadata)
-  ours = ours_examples_per_s(config, files, FLAGS.warmup_steps + FLAGS.steps)
-  keras_fit = keras_fit_examples_per_s(config, files)
+  ours_runner = OursRunner(config, files, FLAGS.warmup_steps + FLAGS.rounds * FLAGS.steps)
+  keras_runner = KerasFitRunner(config, files, FLAGS.steps)
+  ours_rounds, keras_rounds = [], []
+  for _ in range(FLAGS.rounds):  # Alternating, so that both see the same machine state.
+    ours_rounds.append(ours_runner.measure(FLAGS.steps))
+    keras_rounds.append(keras_runner.measure(FLAGS.steps))
+  ours, keras_fit = statistics.median(ours_rounds), statistics.median(keras_rounds)
+  # The machine's speed drifts between rounds: compare each round's pair, then take the median.
+  ratio = statistics.median(o / k for o, k in zip(ours_rounds, keras_rounds))
   print(f"{FLAGS.preset}: ours {ours:.1f} examples/s, keras fit {keras_fit:.1f} examples/s, "
-        f"ratio {ours / keras_fit:.2f} (global batch {config.global_batch_size}, max_length "
-        f"{config.max_length}, {FLAGS.steps} steps each)")
+        f"ratio {ratio:.2f} (global batch {config.global_batch_size}, max_length "
+        f"{config.max_length}, median of {FLAGS.rounds} alternating rounds of {FLAGS.steps} steps; "
+        f"ours {[round(r, 1) for r in ours_rounds]}, keras {[round(r, 1) for r in keras_rounds]})")
   print(json.dumps({"preset": FLAGS.preset, "ours_examples_per_s": round(ours, 1),
                     "keras_fit_examples_per_s": round(keras_fit, 1),
-                    "ratio": round(ours / keras_fit, 3),
+                    "ratio": round(ratio, 3),
                     "global_batch_size": config.global_batch_size,
-                    "max_length": config.max_length, "steps": FLAGS.steps}))
+                    "max_length": config.max_length, "steps": FLAGS.steps,
+                    "rounds": FLAGS.rounds}))
 
 
 if __name__ == "__main__":

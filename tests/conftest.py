@@ -17,6 +17,16 @@ tf.config.set_logical_device_configuration(
 
 
 @pytest.fixture(scope="session")
+def mirrored():
+  """The one MirroredStrategy over the 2 logical CPUs that every test shares.
+
+  Every MirroredStrategy of a process numbers its collectives from the same keys, so a second
+  one over the same devices can collide with the first one's collectives.
+  """
+  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
 def corpus_files():
   """Files of a small aclImdb tree: 24 reviews per folder, 4 per movie."""
   return synthetic_imdb.generate(reviews_per_folder=24, reviews_per_movie=4, seed=1)

@@ -86,10 +86,9 @@ def test_loss_falls_and_results_are_written(tmp_path, learnable_dir):
   assert len(glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))) == config.keep_checkpoints
 
 
-def test_mirrored_over_two_devices_matches_one_device(tmp_path, learnable_dir):
+def test_mirrored_over_two_devices_matches_one_device(tmp_path, learnable_dir, mirrored):
   """MirroredStrategy on 2 logical CPUs ends with the weights of a one-device run."""
   options = train.RunOptions(learnable_dir, max_steps=6, deterministic=True)
-  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   train.train_and_evaluate(TINY, str(tmp_path / "one"), options, tf.distribute.get_strategy())
   results = train.train_and_evaluate(TINY, str(tmp_path / "two"), options, mirrored)
   assert results["strategy"]["replicas"] == 2
@@ -201,9 +200,8 @@ def test_missing_dataset_names_the_prepare_command(tmp_path):
     train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(str(tmp_path)))
 
 
-def test_global_batch_must_divide_among_replicas(tmp_path, learnable_dir):
+def test_global_batch_must_divide_among_replicas(tmp_path, learnable_dir, mirrored):
   """9 reviews cannot split over 2 replicas."""
-  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   with pytest.raises(UserInputError, match="global_batch_size=9 does not divide evenly among 2"):
     train.train_and_evaluate(dataclasses.replace(TINY, global_batch_size=9), str(tmp_path),
                              train.RunOptions(learnable_dir), mirrored)
@@ -291,10 +289,9 @@ def test_command_line_prepares_then_trains(tmp_path, aclimdb_tarball):
   assert bad.returncode == 2 and "not a prepared dataset" in bad.stderr
 
 
-def test_moving_average_is_evaluated_and_checkpointed(tmp_path, learnable_dir):
+def test_moving_average_is_evaluated_and_checkpointed(tmp_path, learnable_dir, mirrored):
   """With EMA on two replicas, evaluation swaps the averages in and out; resume stays exact."""
   config = dataclasses.replace(TINY, ema_momentum=0.9, epochs=0.5)
-  mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   model, optimizer = train.build_model_and_optimizer(mirrored, config, 10, "float32")
   with mirrored.scope():
     for weight in model.trainable_variables:

@@ -73,6 +73,9 @@ def build_model(config):
                        name="embedding")(ids)
   if config.embedding_dropout:
     x = layers.SpatialDropout1D(config.embedding_dropout, seed=config.seed)(x)
+  if config.word_dropout:
+    x = layers.Dropout(config.word_dropout, noise_shape=(None, None, 1), seed=config.seed + 2,
+                       name="word_dropout")(x)
   for index, units in enumerate(config.rnn_units):
     is_last = index == len(config.rnn_units) - 1
     return_sequences = not is_last or config.pooling == "max_mean"
