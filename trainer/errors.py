@@ -1,23 +1,50 @@
-"""The error type for bad user input, and how entry points report it."""
+"""The errors entry points report without a traceback, and their exit codes."""
 
 import sys
 
 from absl import app
+
+USER_ERROR_EXIT_CODE = 2
+RESTART_EXIT_CODE = 42  # Preempted after saving: restart the job (the manifests treat it so).
 
 
 class UserInputError(Exception):
   """Input the user can fix (a path, a file, a flag); the message says how."""
 
 
-def run(main):
-  """Runs an absl `main`; a UserInputError ends it with its message and exit code 2."""
+class Preempted(Exception):
+  """The job saved a checkpoint after SIGTERM and must exit to be restarted."""
 
-  def main_reporting_user_errors(argv):
-    """Calls `main`, printing a UserInputError as one clear line instead of a traceback."""
+  def __init__(self, step):
+    """Records the step that was saved."""
+    super().__init__(f"Preempted (SIGTERM): saved a checkpoint at step {step}; exiting with "
+                     f"code {RESTART_EXIT_CODE} so that the job is restarted and resumes there.")
+    self.step = step
+
+
+class PeerLost(Exception):
+  """Another worker of a multi-worker job died or stopped answering: restart them all."""
+
+  def __init__(self, error):
+    """Describes the TensorFlow error that revealed it."""
+    first_line = (error.message or "").strip().splitlines()[0] if error.message else ""
+    super().__init__(f"Lost another worker ({type(error).__name__}: {first_line}). Exiting with "
+                     f"code {RESTART_EXIT_CODE}: restart every worker; they resume from the last "
+                     "checkpoint.")
+
+
+def run(main):
+  """Runs an absl `main`: a UserInputError exits with code 2, `Preempted` and `PeerLost` 42."""
+
+  def main_reporting_errors(argv):
+    """Calls `main`, printing these errors as one clear line instead of a traceback."""
     try:
       main(argv)
     except UserInputError as e:
       print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      sys.exit(USER_ERROR_EXIT_CODE)
+    except (Preempted, PeerLost) as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(RESTART_EXIT_CODE)
 
-  app.run(main_reporting_user_errors)
+  app.run(main_reporting_errors)

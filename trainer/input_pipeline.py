@@ -148,7 +148,7 @@ def _load_reviews(files, input_context, max_length, keep):
   def parse_chunk(chunk):
     """Parses and truncates a chunk; returns its flat ids, row lengths and labels."""
     tokens, labels = records.parse(chunk)
-    tokens = tokens[:, -max_length:] if keep == "last" else tokens[:, :max_length]
+    tokens = truncate(tokens, max_length, keep)
     not_empty = tokens.row_lengths() > 0
     tokens = tf.ragged.boolean_mask(tokens, not_empty)
     return tokens.flat_values, tokens.row_lengths(), tf.boolean_mask(labels, not_empty)
@@ -170,6 +170,18 @@ def _load_reviews(files, input_context, max_length, keep):
         (tf.RaggedTensor.from_row_lengths(values, row_lengths), labels))
 
   return tf.data.Dataset.from_tensors(0).flat_map(load_all)
+
+
+def truncate(tokens, max_length, keep):
+  """Keeps at most `max_length` tokens of each row, from the `keep` end ("first" or "last").
+
+  Args:
+    tokens: RaggedTensor [batch, (time)].
+
+  Returns:
+    RaggedTensor [batch, (at most max_length)].
+  """
+  return tokens[:, -max_length:] if keep == "last" else tokens[:, :max_length]
 
 
 def _stateless_shuffle(index, max_index, seed):

@@ -63,3 +63,28 @@ def split_files(data_dir, split, metadata=None):
   if split not in metadata["splits"]:
     raise UserInputError(f"{data_dir} has no {split} split; it has {sorted(metadata['splits'])}.")
   return [storage.join(data_dir, shard["file"]) for shard in metadata["splits"][split]["shards"]]
+
+
+def unreadable_shards(data_dir):
+  """The shards of `data_dir` that cannot be read to the end, each with the reason.
+
+  Returns:
+    List of "path (error)" strings; empty when every shard reads.
+  """
+  problems = []
+  for split in SPLITS:
+    for path in split_files(data_dir, split):
+      try:
+        for _ in tf.data.TFRecordDataset(path):
+          pass
+      except tf.errors.OpError as e:
+        problems.append(f"{path} ({type(e).__name__}: {e.message.splitlines()[0]})")
+  return problems
+
+
+def corrupt_data_error(data_dir, error):
+  """The UserInputError for a read failure in `data_dir`: it names the broken shards."""
+  broken = unreadable_shards(data_dir)
+  what = "; ".join(broken) if broken else f"a shard ({error.message.splitlines()[0]})"
+  return UserInputError(f"The prepared dataset {data_dir} is damaged: {what}. Prepare it again: "
+                        f"{_how_to_prepare(data_dir)} --overwrite")

@@ -45,3 +45,8 @@ def parse(serialized):
   """
   features = tf.io.parse_example(serialized, _PARSE_SPEC)
   return tf.cast(features[_TOKENS], tf.int32), tf.cast(features[_LABEL], tf.int32)
+
+
+def parse_names(serialized):
+  """The source names (e.g. "test/pos/10814_9.txt") of a batch of serialized reviews."""
+  return tf.io.parse_example(serialized, {_NAME: tf.io.FixedLenFeature([], tf.string)})[_NAME]

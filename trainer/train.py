@@ -5,11 +5,13 @@ r"""Trains and evaluates the BiLSTM with one custom loop for every distribution 
 Without --data_dir it first prepares the data from --input (a local aclImdb tarball or folder,
 `tfds`, or empty to download) into <workdir>/data. The same command runs on one CPU or GPU, on
 the GPUs of one host (MirroredStrategy), or on many hosts (MultiWorkerMirroredStrategy, from
-TF_CONFIG); Keras `fit` is not used because it fails under MultiWorkerMirroredStrategy here.
+TF_CONFIG, CLUSTER_SPEC, an Indexed Job or flags); Keras `fit` is not used because it fails
+under MultiWorkerMirroredStrategy here.
 
-A run started again on the same --workdir resumes at the exact step of its last checkpoint: the
-data position is recomputed from the step. Only the chief writes to --workdir: checkpoints/,
-tensorboard/, config.json and metrics.json.
+A run started again on the same --workdir resumes at the exact step of its last readable
+checkpoint: the data position is recomputed from the step. SIGTERM saves the current step and
+exits with code 42 (see trainer.preemption). Only the chief writes to --workdir: checkpoints/,
+tensorboard/, config.json, metrics.json and export/ (the SavedModel; see trainer.export).
 """
 
 import contextlib
@@ -32,13 +34,17 @@ import tensorflow as tf
 from trainer import config_flags
 from trainer import distribution
 from trainer import errors
+from trainer import export
 from trainer import input_pipeline
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 from trainer import prepare
+from trainer import preemption
 from trainer import prepared_dataset
 from trainer import sources
 from trainer import storage
+from trainer import text
+from trainer import vertex
 from trainer.errors import UserInputError
 
 PRECISION_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -46,6 +52,10 @@ PRECISION_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 _BOOKKEEPING_FIELDS = ("eval_batch_size", "eval_every_steps", "checkpoint_every_steps",
                        "keep_checkpoints", "log_every_steps")
 _DENSE_GRADIENT_MIN_BATCH = 100  # Above this per-replica batch a dense all-reduce is cheaper.
+# What a multi-worker step raises when a peer dies (connection reset) or stops answering (the
+# coordination service's missed heartbeats, about 10 s).
+_PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                  tf.errors.AbortedError)
 
 
 class TrainingDiverged(UserInputError):
@@ -63,6 +73,7 @@ class RunOptions:
   debug: bool = False  # Run eagerly with numeric checks.
   synthetic_data: bool = False  # Train on generated batches, no dataset, no evaluation.
   synthetic_steps: int = 100  # Steps of a synthetic run.
+  tuning_metric: str = "accuracy"  # Validation metric reported to a Vertex tuning job.
 
 
 # --- Precision and optimizer.
@@ -308,7 +319,7 @@ def _data_identity(data_dir, metadata):
   """What a checkpoint's weights depend on in the data: the vocabulary."""
   vocab_path = storage.join(data_dir, metadata["vocab_file"])
   return {"data_dir": data_dir, "fingerprint": metadata["fingerprint"],
-          "vocab_size": metadata["vocab_size"],
+          "source": metadata["source"], "vocab_size": metadata["vocab_size"],
           "vocab_sha256": sources.sha256_of_file(vocab_path)}
 
 
@@ -450,23 +461,58 @@ def _build_datasets(strategy, config, options, metadata, start_step):
   return training, {split: evaluation_dataset(split) for split in ("validation", "test")}
 
 
-def _restore(checkpoint, workdir, config, data):
-  """Restores the latest checkpoint of `workdir`, if any, after checking it fits this run.
+def _checkpoints_newest_first(directory):
+  """The checkpoint prefixes (ckpt-N) in `directory`, newest first, read from the file names."""
+  numbers = []
+  for index_file in tf.io.gfile.glob(storage.join(directory, "ckpt-*.index")):
+    number = index_file[:-len(".index")].rsplit("-", 1)[1]
+    if number.isdigit():
+      numbers.append(int(number))
+  return [storage.join(directory, f"ckpt-{number}") for number in sorted(numbers, reverse=True)]
+
+
+def _restore(checkpoint, locations, config, data):
+  """Restores the newest readable checkpoint of the run, if any, after checking it fits this run.
+
+  A checkpoint that cannot be read (truncated, corrupt) is skipped with a warning for the one
+  before it.
 
   Returns:
     The results of the earlier run (its metrics.json), or {} for a new run.
   """
-  latest = tf.train.latest_checkpoint(storage.join(workdir, "checkpoints"))
-  if not latest:
+  workdir = locations.workdir
+  candidates = _checkpoints_newest_first(locations.checkpoints)
+  if not candidates:
     return {}
   run_record_path = storage.join(workdir, "config.json")
   if tf.io.gfile.exists(run_record_path):
     _check_resumable(storage.read_json(run_record_path), config, data)
-  checkpoint.restore(latest).assert_existing_objects_matched()
-  logging.info("Resumed from %s at step %d.", latest, int(checkpoint.step))
-  metrics_path = storage.join(workdir, "metrics.json")
-  return storage.read_json(metrics_path) if tf.io.gfile.exists(metrics_path) else {}
+  problems = []
+  for path in candidates:
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:  # Truncated, garbled.
+      logging.warning("Checkpoint %s cannot be read (%s: %s); trying the one before it.", path,
+                      type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+      problems.append(f"{path}: {type(e).__name__}")
+      continue
+    logging.info("Resumed from %s at step %d.", path, int(checkpoint.step))
+    metrics_path = storage.join(workdir, "metrics.json")
+    return storage.read_json(metrics_path) if tf.io.gfile.exists(metrics_path) else {}
+  raise UserInputError(
+      f"No checkpoint in {locations.checkpoints} can be read ({'; '.join(problems)}). Move that "
+      "folder away to train from the start, or use a new --workdir.")
 
+
+def _export(config, weights, data_dir, metadata, results, locations):
+  """Exports the model for serving raw text, with what it takes to judge it; returns its path."""
+  vocabulary = text.load_vocabulary(storage.join(data_dir, metadata["vocab_file"]))
+  classifier = export.build_classifier(config, weights, vocabulary)
+  facts = {key: results[key] for key in ("test", "validation", "config", "versions", "data",
+                                          "step", "precision")}
+  path = export.export(classifier, locations.export, facts, versioned=locations.versioned_export)
+  logging.info("Exported the model for serving to %s.", path)
+  return path
 
 
 @contextlib.contextmanager
@@ -495,16 +541,48 @@ def train_and_evaluate(config, workdir, options=RunOptions(), strategy=None):
 
   Returns:
     The results also written to <workdir>/metrics.json.
+
+  Raises:
+    errors.Preempted: after SIGTERM, once the checkpoint of the current step is saved.
+    errors.PeerLost: when another worker of a multi-worker job is lost.
   """
-  with _debug_mode(options.debug):
-    return _train_and_evaluate(config, workdir, options, strategy)
+  strategy = strategy or distribution.build_strategy(options.strategy)
+  locations = vertex.output_locations(workdir)
+  with (_debug_mode(options.debug), preemption.sigterm_flag() as sigterm,
+        _checkpoint_dir(distribution.is_chief(strategy), locations) as checkpoint_dir):
+    try:
+      return _train_and_evaluate(config, locations, options, strategy, checkpoint_dir, sigterm)
+    except tf.errors.DataLossError as e:  # A TFRecord failed its checksum or is truncated.
+      if not options.data_dir:
+        raise
+      raise prepared_dataset.corrupt_data_error(options.data_dir, e) from e
+    except _PEER_FAILURES as e:  # Collectives aborted: a peer died or missed its heartbeats.
+      if distribution.num_workers(strategy) == 1:
+        raise
+      raise errors.PeerLost(e) from e
 
 
-def _train_and_evaluate(config, workdir, options, strategy):
-  """`train_and_evaluate` outside of the debug mode switch."""
+@contextlib.contextmanager
+def _checkpoint_dir(chief, locations):
+  """Where this worker saves: the run's folder, or for other workers one of their own.
+
+  Other workers save too (the strategy needs it), in a temporary folder removed at the end.
+  """
+  if chief:
+    yield locations.checkpoints
+    return
+  folder = tempfile.mkdtemp(prefix="imdb_worker_checkpoints_")
+  try:
+    yield folder
+  finally:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train_and_evaluate(config, locations, options, strategy, checkpoint_dir, sigterm):
+  """`train_and_evaluate` inside its contexts; `sigterm` is set when SIGTERM arrives."""
   wall_start = time.perf_counter()
   config.check()
-  strategy = strategy or distribution.build_strategy(options.strategy)
+  workdir = locations.workdir
   chief = distribution.is_chief(strategy)
   if config.global_batch_size % strategy.num_replicas_in_sync:
     raise UserInputError(
@@ -516,9 +594,6 @@ def _train_and_evaluate(config, workdir, options, strategy):
   keras.utils.set_random_seed(config.seed)
   if chief:
     _check_writable(workdir)
-  # Other workers save too (the strategy needs it), somewhere of their own that they remove.
-  checkpoint_dir = (storage.join(workdir, "checkpoints") if chief
-                    else tempfile.mkdtemp(prefix="imdb_worker_checkpoints_"))
 
   config, metadata, data, train_examples = _resolve_data(config, options)
   steps_per_epoch = max(1, train_examples // config.global_batch_size)
@@ -533,9 +608,11 @@ def _train_and_evaluate(config, workdir, options, strategy):
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                                    random_states=_random_generator_states(model))
-  previous = _restore(checkpoint, workdir, config, data)
+  previous = _restore(checkpoint, locations, config, data)
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                        max_to_keep=config.keep_checkpoints)
+  on_preemption = preemption.CheckpointOnPreemption(
+      strategy, manager, sigterm, multi_worker=distribution.num_workers(strategy) > 1)
   start_step = int(step)
   cudnn_problems = model_lib.cudnn_ineligibility(model)
   logging.info("Model: %d parameters; %s; precision %s.", model.count_params(),
@@ -558,7 +635,7 @@ def _train_and_evaluate(config, workdir, options, strategy):
       return evaluate(eval_step, evaluations[split])
 
   # The loop.
-  writer = (tf.summary.create_file_writer(storage.join(workdir, "tensorboard")) if chief
+  writer = (tf.summary.create_file_writer(locations.tensorboard) if chief
             else tf.summary.create_noop_writer())
   # Records past the restored step belong to an interrupted run: its steps are run again.
   history = [record for record in previous.get("history", []) if record["step"] <= start_step]
@@ -592,12 +669,14 @@ def _train_and_evaluate(config, workdir, options, strategy):
           logging.info("validation | step: %d | %s", current, record["validation"])
         history.append(record)
       if save:
-        manager.save(checkpoint_number=current)
+        preemption.save_checkpoint(manager, current)
+      on_preemption.after_step(current)
     trained_steps = current - start_step
     results = {
         "history": history, "config": dataclasses.asdict(config), "versions": versions(),
         "data": data, "precision": precision, "parameters": model.count_params(),
-        "cudnn_eligible": not cudnn_problems, "step": current, "total_steps": total_steps,
+        "cudnn_eligible": not cudnn_problems, "start_step": start_step, "step": current,
+        "total_steps": total_steps,
         "strategy": {"name": type(strategy).__name__, "workers": distribution.num_workers(strategy),
                      "replicas": strategy.num_replicas_in_sync},
         "examples_per_s": round(trained_steps * config.global_batch_size / train_seconds, 1)
@@ -608,14 +687,21 @@ def _train_and_evaluate(config, workdir, options, strategy):
       results["test"] = evaluate_split("test")
       _write_evaluation_summaries("test", results["test"], current)
       logging.info("test | step: %d | %s", current, results["test"])
-  results["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
   results["final_weights_sha256"] = weights_sha256(model)
   logging.info("Final weights sha256 (identical on every worker): %s",
                results["final_weights_sha256"])
+  if evaluations:
+    with evaluation_weights(model, optimizer):  # On every worker: it assigns mirrored weights.
+      serving_weights = model.get_weights()
+    if chief:
+      results["export"] = _export(config, serving_weights, options.data_dir, metadata, results,
+                                  locations)
+  if chief and evaluations and vertex.is_tuning_trial():
+    vertex.report_tuning_metric(options.tuning_metric,
+                                results["validation"][options.tuning_metric], current)
+  results["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
   if chief:
     storage.write_json_atomically(storage.join(workdir, "metrics.json"), results)
-  else:
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
   return results
 
 
@@ -624,17 +710,16 @@ def _train_and_evaluate(config, workdir, options, strategy):
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """Defines the command-line flags of train."""
+def define_run_flags():
+  """Defines the flags of what to train (the config), where, and how (shared with retrain)."""
   config_flags.define_config_flags()
   prepare.define_source_flags()
+  distribution.define_flags()
   defaults = RunOptions()
-  flags.DEFINE_string("workdir", None, "Output folder (local or gs://); a run there resumes.")
-  flags.DEFINE_string("data_dir", None, "Prepared dataset (python -m trainer.prepare). When "
-                      "unset, --input is prepared into <workdir>/data first.")
   flags.DEFINE_enum("strategy", defaults.strategy, distribution.STRATEGY_CHOICES,
-                    "auto: multi_worker with several workers in TF_CONFIG, mirrored with "
-                    "several GPUs, else one_device.")
+                    "auto: multi_worker in a cluster of several workers (TF_CONFIG, "
+                    "CLUSTER_SPEC, an Indexed Job or flags), mirrored with several GPUs, else "
+                    "one_device.")
   flags.DEFINE_enum("precision", defaults.precision, PRECISION_CHOICES,
                     "auto: mixed_float16 on GPUs with tensor cores, mixed_bfloat16 on TPU, "
                     "else float32.")
@@ -643,20 +728,39 @@ def define_flags():
   flags.DEFINE_boolean("deterministic", defaults.deterministic, "Op determinism: the same "
                        "weights on a rerun and after a resume.")
   flags.DEFINE_boolean("debug", defaults.debug, "Run eagerly with numeric checks.")
+  flags.DEFINE_enum("tuning_metric", defaults.tuning_metric, metrics_lib.METRIC_NAMES,
+                    "Validation metric reported to Vertex AI when the job is a tuning trial.")
+
+
+def define_flags():
+  """Defines the command-line flags of train."""
+  define_run_flags()
+  defaults = RunOptions()
+  flags.DEFINE_string("workdir", None, "Output folder (local or gs://); a run there resumes. "
+                      "Default on Vertex AI: the parent folder of AIP_MODEL_DIR.")
+  flags.DEFINE_string("data_dir", None, "Prepared dataset (python -m trainer.prepare). When "
+                      "unset, --input is prepared into <workdir>/data first.")
   flags.DEFINE_boolean("synthetic_data", defaults.synthetic_data, "Train on generated batches "
                        "(no dataset, no evaluation), to measure throughput.")
   flags.DEFINE_integer("synthetic_steps", defaults.synthetic_steps, "Steps of --synthetic_data.")
-  flags.mark_flag_as_required("workdir")
 
 
-def _data_dir_from_flags(strategy):
+def _workdir_from_flags():
+  """--workdir, or on Vertex AI the job's (or trial's) output folder."""
+  workdir = FLAGS.workdir or vertex.default_workdir()
+  if not workdir:
+    raise UserInputError("Give --workdir=<output folder> (local or gs://).")
+  return workdir
+
+
+def _data_dir_from_flags(strategy, workdir):
   """--data_dir, or <workdir>/data prepared from --input when it is not given."""
   if FLAGS.data_dir or FLAGS.synthetic_data:
     return FLAGS.data_dir
   if distribution.num_workers(strategy) > 1:
     raise UserInputError("A multi-worker job needs --data_dir: prepare the data once "
                          "(python -m trainer.prepare --output_dir=gs://...) and pass it.")
-  data_dir = storage.join(FLAGS.workdir, "data")
+  data_dir = storage.join(workdir, "data")
   if tf.io.gfile.exists(storage.join(data_dir, prepared_dataset.METADATA_FILE)):
     logging.info("Using the dataset prepared before in %s.", data_dir)
   else:
@@ -664,17 +768,29 @@ def _data_dir_from_flags(strategy):
   return data_dir
 
 
+def run_options_from_flags(data_dir):
+  """The RunOptions of `define_run_flags`, for the prepared dataset `data_dir`."""
+  return RunOptions(data_dir=data_dir, strategy=FLAGS.strategy, precision=FLAGS.precision,
+                    max_steps=FLAGS.max_steps, deterministic=FLAGS.deterministic,
+                    debug=FLAGS.debug, tuning_metric=FLAGS.tuning_metric)
+
+
+def strategy_from_flags():
+  """The distribution strategy of the flags; create it before any other TensorFlow op."""
+  return distribution.build_strategy(FLAGS.strategy, distribution.cluster_options_from_flags())
+
+
 def main(argv):
   """Trains with the configuration given by the flags."""
   if len(argv) > 1:
     raise UserInputError(f"Unexpected arguments {argv[1:]}; every option is a --flag.")
-  strategy = distribution.build_strategy(FLAGS.strategy)  # Before any other TensorFlow op.
+  strategy = strategy_from_flags()
+  workdir = _workdir_from_flags()
   config = config_flags.config_from_flags()
-  options = RunOptions(data_dir=_data_dir_from_flags(strategy), strategy=FLAGS.strategy,
-                       precision=FLAGS.precision, max_steps=FLAGS.max_steps,
-                       deterministic=FLAGS.deterministic, debug=FLAGS.debug,
-                       synthetic_data=FLAGS.synthetic_data, synthetic_steps=FLAGS.synthetic_steps)
-  train_and_evaluate(config, FLAGS.workdir, options, strategy)
+  options = dataclasses.replace(run_options_from_flags(_data_dir_from_flags(strategy, workdir)),
+                                synthetic_data=FLAGS.synthetic_data,
+                                synthetic_steps=FLAGS.synthetic_steps)
+  train_and_evaluate(config, workdir, options, strategy)
 
 
 if __name__ == "__main__":

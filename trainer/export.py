@@ -1,0 +1,211 @@
+"""Exports a trained model as a SavedModel that classifies raw review strings.
+
+The `serving_default` signature takes `reviews`, string[batch] of raw UTF-8 text, and returns
+`probability` (float32[batch], of a positive review), `label` (int64[batch], 1 = positive) and
+`sentiment` (string[batch], "positive" or "negative"); the `token_ids` signature returns the
+model's input ids for the same reviews. Inside the graph the reviews go through
+the very tokenizer, vocabulary and truncation that prepared the training data (`text.encode`,
+`input_pipeline.truncate`), so serving sees exactly the ids training saw.
+
+An export is a directory `<root>/<version>/` (version: seconds since the epoch, the layout TF
+Serving watches) with the SavedModel, `vocab.txt`, and `export_metadata.json` (test metrics,
+config, versions, the data's checksums) to judge it by later. It is written under a temporary
+name and renamed; on object stores, where folders cannot be renamed, `saved_model.pb` is
+copied last, so that nothing loads a half-copied export.
+"""
+
+import contextlib
+import datetime
+import os
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+from trainer import input_pipeline
+from trainer import model as model_lib
+from trainer import storage
+from trainer import text
+from trainer.errors import UserInputError
+
+EXPORT_FORMAT = "imdb-bilstm-export"
+FORMAT_VERSION = 1
+METADATA_FILE = "export_metadata.json"
+VOCAB_FILE = "vocab.txt"
+SAVED_MODEL_FILE = "saved_model.pb"
+SIGNATURE = "serving_default"
+TOKEN_IDS_SIGNATURE = "token_ids"  # The model's input for raw reviews, to check tokenization.
+POSITIVE, NEGATIVE = "positive", "negative"
+
+
+@contextlib.contextmanager
+def _float32_policy():
+  """Inside the block, new Keras layers compute in float32 (serving needs no mixed precision)."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+class RawTextClassifier:
+  """The model behind a raw-text function: tokenize, look up, truncate, pad, classify."""
+
+  def __init__(self, model, vocabulary, max_length, keep):
+    """Wraps a float32 `model` whose ids come from `vocabulary`."""
+    self.model = model
+    self.vocabulary = vocabulary
+    self.table = text.build_lookup_table(vocabulary)
+    self.max_length = max_length
+    self.keep = keep
+
+  def token_ids(self, reviews):
+    """The model's input for raw reviews.
+
+    Args:
+      reviews: string[batch].
+
+    Returns:
+      int32[batch, time], right-padded; an empty review becomes the single id `text.OOV_ID`
+      (the masked LSTM needs one real step per row).
+    """
+    ids = input_pipeline.truncate(text.encode(reviews, self.table), self.max_length, self.keep)
+    empty = tf.equal(ids.row_lengths(), 0)
+    placeholder = tf.RaggedTensor.from_row_lengths(
+        tf.fill([tf.reduce_sum(tf.cast(empty, tf.int32))], tf.constant(text.OOV_ID, tf.int64)),
+        tf.cast(empty, tf.int64))
+    ids = tf.concat([ids, placeholder], axis=1)
+    # At least one time step, also for an empty batch (the LSTM loop cannot run zero steps).
+    tokens = tf.cast(ids.to_tensor(default_value=text.PAD_ID), tf.int32)
+    return tf.pad(tokens, [[0, 0], [0, tf.maximum(1 - tf.shape(tokens)[1], 0)]])
+
+  def __call__(self, reviews):
+    """Classifies raw reviews.
+
+    Args:
+      reviews: string[batch], raw UTF-8 text (anything: invalid bytes are replaced).
+
+    Returns:
+      {"probability": float32[batch], "label": int64[batch], "sentiment": string[batch]}.
+    """
+    logits = self.model(self.token_ids(reviews), training=False)[:, 0]
+    probability = tf.sigmoid(tf.cast(logits, tf.float32))
+    positive = probability >= 0.5
+    return {"probability": probability, "label": tf.cast(positive, tf.int64),
+            "sentiment": tf.where(positive, POSITIVE, NEGATIVE)}
+
+
+def build_classifier(config, weights, vocabulary):
+  """A float32, single-device copy of the trained model behind the raw-text function.
+
+  Args:
+    config: the `config.Config` the model was trained with.
+    weights: the weights to serve, in `model.get_weights()` order (e.g. the moving averages).
+    vocabulary: list of tokens, index = id, the one the training data was prepared with.
+  """
+  with _float32_policy():
+    model = model_lib.build_model(config)
+  model.set_weights(weights)
+  return RawTextClassifier(model, vocabulary, config.max_length, config.keep)
+
+
+def export(classifier, destination, metadata, versioned=True):
+  """Writes `classifier` as a SavedModel, atomically.
+
+  Args:
+    classifier: a `RawTextClassifier`; its vocabulary is written beside it as `vocab.txt`.
+    destination: local folder or URI.
+    metadata: JSON-able facts to judge the export by (metrics, config, data...).
+    versioned: write into a new `<destination>/<version>` folder (what TF Serving watches);
+      else into `destination` itself (what Vertex AI's AIP_MODEL_DIR expects), replacing it.
+
+  Returns:
+    The path of the export.
+  """
+  version = _new_version(destination) if versioned else str(int(time.time()))
+  path = storage.join(destination, version) if versioned else destination
+  metadata = dict(metadata, format=EXPORT_FORMAT, format_version=FORMAT_VERSION,
+                  version=version, signature=SIGNATURE,
+                  created=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                      timespec="seconds"))
+  if "://" in path:
+    with tempfile.TemporaryDirectory(prefix="imdb_export_") as local:
+      _write_export(classifier, metadata, local)
+      _copy_tree_with_saved_model_last(local, path)
+    return path
+  parent = os.path.dirname(os.path.abspath(path))
+  tf.io.gfile.makedirs(parent)
+  temporary_path = storage.temporary_name(path)
+  _write_export(classifier, metadata, temporary_path)
+  if tf.io.gfile.exists(path):  # Unversioned: the new export replaces the old one.
+    tf.io.gfile.rmtree(path)
+  tf.io.gfile.rename(temporary_path, path)
+  return path
+
+
+def _new_version(export_root):
+  """A version name after every existing one: the current time in seconds, or one more."""
+  existing = [int(name.rstrip("/")) for name in _list(export_root) if name.rstrip("/").isdigit()]
+  return str(max([int(time.time())] + [number + 1 for number in existing]))
+
+
+def _list(directory):
+  """The entries of `directory`, or none when it does not exist."""
+  return tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []
+
+
+def _write_export(classifier, metadata, path):
+  """Writes the SavedModel, the vocabulary and the metadata into the new folder `path`."""
+  archive = keras.export.ExportArchive()
+  archive.track(classifier.model)
+  archive.track(classifier.table)
+  reviews = [tf.TensorSpec([None], tf.string, name="reviews")]
+  archive.add_endpoint(SIGNATURE, classifier, input_signature=reviews)
+  archive.add_endpoint(TOKEN_IDS_SIGNATURE, classifier.token_ids, input_signature=reviews)
+  archive.write_out(path, verbose=False)
+  text.save_vocabulary(classifier.vocabulary, storage.join(path, VOCAB_FILE))
+  storage.write_json_atomically(storage.join(path, METADATA_FILE), metadata)
+
+
+def _copy_tree_with_saved_model_last(source, destination):
+  """Copies a local export to a URI; `saved_model.pb`, what marks it loadable, goes last."""
+  files = [os.path.relpath(os.path.join(folder, name), source)
+           for folder, _, names in os.walk(source) for name in names]
+  files.sort(key=lambda name: name == SAVED_MODEL_FILE)
+  for name in files:
+    target = storage.join(destination, *name.split(os.sep))
+    tf.io.gfile.makedirs(os.path.dirname(target))
+    tf.io.gfile.copy(os.path.join(source, name), target, overwrite=True)
+
+
+def load_metadata(path):
+  """The metadata of the export at `path`, after checking it is an export of this project.
+
+  Raises:
+    UserInputError: naming what is missing and what to pass instead.
+  """
+  metadata_path = storage.join(path, METADATA_FILE)
+  if not tf.io.gfile.exists(storage.join(path, SAVED_MODEL_FILE)):
+    raise UserInputError(
+        f"{path} is not a SavedModel (no {SAVED_MODEL_FILE}). Pass a version folder of an "
+        "export, e.g. <workdir>/export/<version>, written by python -m trainer.train.")
+  if not tf.io.gfile.exists(metadata_path):
+    raise UserInputError(
+        f"{path} is a SavedModel but not an export of this project (no {METADATA_FILE}). "
+        "Export a model with python -m trainer.train.")
+  try:
+    metadata = storage.read_json(metadata_path)
+  except ValueError as e:
+    raise UserInputError(f"{metadata_path} is not valid JSON ({e}): the export is damaged; "
+                         "export the model again.") from e
+  if metadata.get("format") != EXPORT_FORMAT:
+    raise UserInputError(f"{metadata_path} does not describe an {EXPORT_FORMAT} export.")
+  return metadata
+
+
+def latest_export(export_root):
+  """The newest version folder under `export_root`, or None."""
+  versions = [name.rstrip("/") for name in _list(export_root) if name.rstrip("/").isdigit()]
+  return storage.join(export_root, max(versions, key=int)) if versions else None
