@@ -3,10 +3,12 @@ r"""Training speed: our trainer vs the Keras example's way, same model and globa
   python benchmarks/train_speed.py --preset=seed_notebook [--data=...aclImdb_v1_labeled.tar.gz]
 
 Ours: the trainer's train step (strategy.run in a tf.function) fed by our length-bucketed
-pipeline. Keras: `model.fit` on `pad_sequences` arrays padded to max_length, the way the keras-io
-example trains. Both train the same `build_model(config)` from the same initial weights on the
-training split; after --warmup_steps each, they are timed in --rounds alternating rounds of
---steps steps; `ratio` is the median of the per-round ratios. The last line is JSON.
+pipeline. Keras: `model.fit` on `pad_sequences` arrays of all training reviews padded to
+max_length and shuffled, the way the keras-io example trains. Both train the same
+`build_model(config)` from the same initial weights on the training split; after
+--warmup_steps each, they are timed in --rounds alternating rounds of --steps steps (the machine's
+speed drifts; alternating shows both the same drift); `ratio` is the median of the per-round
+ratios. The last line is JSON.
 """
 
 import json
@@ -75,43 +77,41 @@ class _StepTimes(keras.callbacks.Callback):
     self.times.append(time.perf_counter())
 
 
-def padded_training_arrays(files, config, count):
-  """The first `count` training reviews as pad_sequences arrays, as the Keras example has them."""
+def padded_training_arrays(files, config):
+  """All training reviews as pad_sequences arrays, as the Keras example has them."""
   tokens, labels = [], []
   for serialized in tf.data.TFRecordDataset(files).batch(1024):
     batch_tokens, batch_labels = records.parse(serialized)
     tokens += batch_tokens.to_list()
     labels += batch_labels.numpy().tolist()
-    if len(tokens) >= count:
-      break
   truncating = "pre" if config.keep == "last" else "post"
   # Right-padded (padding="post"): the same masked model, eligible for cuDNN.
-  padded = keras.utils.pad_sequences(tokens[:count], maxlen=config.max_length, padding="post",
+  padded = keras.utils.pad_sequences(tokens, maxlen=config.max_length, padding="post",
                                      truncating=truncating)
-  return padded.astype(np.int32), np.array(labels[:count], np.float32)
+  return padded.astype(np.int32), np.array(labels, np.float32)
 
 
 class KerasFitRunner:
   """`model.fit` on padded arrays, the keras-io way, built once and timed in rounds."""
 
-  def __init__(self, config, files, steps):
+  def __init__(self, config, files):
     """Builds and compiles the same model, pads the arrays, and warms up."""
     self.global_batch_size = config.global_batch_size
-    self.x, self.y = padded_training_arrays(files, config, (steps + 1) * config.global_batch_size)
+    self.x, self.y = padded_training_arrays(files, config)
     keras.utils.set_random_seed(config.seed)
-    self.model, _ = train.build_model_and_optimizer(tf.distribute.get_strategy(), config, steps,
-                                                    "float32")
+    self.model, _ = train.build_model_and_optimizer(tf.distribute.get_strategy(), config,
+                                                    FLAGS.rounds * FLAGS.steps, "float32")
     self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=["accuracy"])
     self.measure(FLAGS.warmup_steps)
 
   def measure(self, steps):
-    """Examples/s over `steps` batches of one `fit` call (timed from the first batch's end)."""
-    count = (steps + 1) * self.global_batch_size
+    """Examples/s over `steps` batches of one `fit` call on the whole shuffled training set
+    (timed from the first batch's end)."""
     times = _StepTimes()
-    self.model.fit(self.x[:count], self.y[:count], batch_size=self.global_batch_size, epochs=1,
-                   shuffle=True, verbose=0, callbacks=[times])
+    self.model.fit(self.x, self.y, batch_size=self.global_batch_size, epochs=1,
+                   steps_per_epoch=steps + 1, shuffle=True, verbose=0, callbacks=[times])
     return steps * self.global_batch_size / (times.times[-1] - times.times[0])
 
 
@@ -124,7 +124,7 @@ def main(argv):
   config = config_lib.get_preset(FLAGS.preset)
   files = prepared_dataset.split_files(data_dir, "train", metadata)
   ours_runner = OursRunner(config, files, FLAGS.warmup_steps + FLAGS.rounds * FLAGS.steps)
-  keras_runner = KerasFitRunner(config, files, FLAGS.steps)
+  keras_runner = KerasFitRunner(config, files)
   ours_rounds, keras_rounds = [], []
   for _ in range(FLAGS.rounds):  # Alternating, so that both see the same machine state.
     ours_rounds.append(ours_runner.measure(FLAGS.steps))
