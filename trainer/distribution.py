@@ -421,13 +421,6 @@ def build_strategy(name="auto", options=ClusterOptions()):
   return strategy
 
 
-def _num_workers(config):
-  """Workers and chief in a TF_CONFIG cluster (parameter servers and evaluators excluded)."""
-  if not config:
-    return 1
-  return sum(len(config["cluster"].get(role, [])) for role in TRAINING_ROLES)
-
-
 def task(strategy):
   """(task_type, task_id) of this process; ("chief", 0) outside a multi-worker cluster."""
   resolver = getattr(strategy, "cluster_resolver", None)
@@ -453,7 +446,8 @@ def num_workers(strategy):
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
     return 1
-  return _num_workers({"cluster": resolver.cluster_spec().as_dict()})
+  spec = resolver.cluster_spec().as_dict()
+  return sum(len(spec.get(role, [])) for role in TRAINING_ROLES)  # No ps or evaluators.
 
 
 # --- Command line.

@@ -8,6 +8,12 @@ USER_ERROR_EXIT_CODE = 2
 RESTART_EXIT_CODE = 42  # Preempted after saving: restart the job (the manifests treat it so).
 
 
+def first_line(error):
+  """The first non-empty line of an exception's message, for one-line reports."""
+  lines = str(getattr(error, "message", None) or error).strip().splitlines()
+  return lines[0] if lines else ""
+
+
 class UserInputError(Exception):
   """Input the user can fix (a path, a file, a flag); the message says how."""
 
@@ -27,10 +33,9 @@ class PeerLost(Exception):
 
   def __init__(self, error):
     """Describes the TensorFlow error that revealed it."""
-    first_line = (error.message or "").strip().splitlines()[0] if error.message else ""
-    super().__init__(f"Lost another worker ({type(error).__name__}: {first_line}). Exiting with "
-                     f"code {RESTART_EXIT_CODE}: restart every worker; they resume from the last "
-                     "checkpoint.")
+    super().__init__(f"Lost another worker ({type(error).__name__}: {first_line(error)}). "
+                     f"Exiting with code {RESTART_EXIT_CODE}: restart every worker; they resume "
+                     "from the last checkpoint.")
 
 
 def run(main):

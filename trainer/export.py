@@ -147,13 +147,13 @@ def export(classifier, destination, metadata, versioned=True):
 
 def _new_version(export_root):
   """A version name after every existing one: the current time in seconds, or one more."""
-  existing = [int(name.rstrip("/")) for name in _list(export_root) if name.rstrip("/").isdigit()]
-  return str(max([int(time.time())] + [number + 1 for number in existing]))
+  return str(max([int(time.time())] + [number + 1 for number in _versions(export_root)]))
 
 
-def _list(directory):
-  """The entries of `directory`, or none when it does not exist."""
-  return tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []
+def _versions(export_root):
+  """The version numbers of the exports in `export_root` (none when it does not exist)."""
+  names = tf.io.gfile.listdir(export_root) if tf.io.gfile.isdir(export_root) else []
+  return [int(name.rstrip("/")) for name in names if name.rstrip("/").isdigit()]
 
 
 def _write_export(classifier, metadata, path):
@@ -207,5 +207,5 @@ def load_metadata(path):
 
 def latest_export(export_root):
   """The newest version folder under `export_root`, or None."""
-  versions = [name.rstrip("/") for name in _list(export_root) if name.rstrip("/").isdigit()]
-  return storage.join(export_root, max(versions, key=int)) if versions else None
+  versions = _versions(export_root)
+  return storage.join(export_root, str(max(versions))) if versions else None

@@ -7,6 +7,7 @@ import re
 
 import tensorflow as tf
 
+from trainer import errors
 from trainer import storage
 from trainer.errors import UserInputError
 
@@ -78,13 +79,13 @@ def unreadable_shards(data_dir):
         for _ in tf.data.TFRecordDataset(path):
           pass
       except tf.errors.OpError as e:
-        problems.append(f"{path} ({type(e).__name__}: {e.message.splitlines()[0]})")
+        problems.append(f"{path} ({type(e).__name__}: {errors.first_line(e)})")
   return problems
 
 
 def corrupt_data_error(data_dir, error):
   """The UserInputError for a read failure in `data_dir`: it names the broken shards."""
   broken = unreadable_shards(data_dir)
-  what = "; ".join(broken) if broken else f"a shard ({error.message.splitlines()[0]})"
+  what = "; ".join(broken) if broken else f"a shard ({errors.first_line(error)})"
   return UserInputError(f"The prepared dataset {data_dir} is damaged: {what}. Prepare it again: "
                         f"{_how_to_prepare(data_dir)} --overwrite")

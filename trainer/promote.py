@@ -340,11 +340,6 @@ def _timestamp(time):
   return time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _to_json_bytes(value):
-  """`value` as indented, sorted JSON bytes with a final newline."""
-  return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
-
-
 def _check_min_improvement(min_improvement):
   """Raises UserInputError unless `min_improvement` is a number >= 0."""
   if not (isinstance(min_improvement, (int, float)) and math.isfinite(min_improvement)
@@ -390,7 +385,7 @@ def _decide_and_switch(source, target, metadata, min_improvement):
                "model_id": model_id, "path": target.location(f"{MODELS_DIR}/{model_id}"),
                "test_accuracy": accuracy, "promoted_at": _timestamp(_now()),
                "candidate": source.location(), "candidate_version": metadata["version"]}
-    if target.replace_if(POINTER_FILE, _to_json_bytes(pointer), token):
+    if target.replace_if(POINTER_FILE, storage.json_text(pointer).encode(), token):
       return _Outcome(True, reason, current, model_id, lost_races)
     lost_races += 1
     logging.info("Production changed during the promotion (race %d lost); deciding again.",
@@ -443,7 +438,7 @@ def promote(candidate, production, min_improvement=0.0, *, gcs_client=None):
       "min_improvement": min_improvement, "lost_races": outcome.lost_races,
       "model_id": outcome.model_id, "model_path": model_path, "log": target.location(log_name),
   }
-  target.write_new(log_name, _to_json_bytes(record))
+  target.write_new(log_name, storage.json_text(record).encode())
   return record
 
 

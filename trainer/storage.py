@@ -39,9 +39,14 @@ def write_text_atomically(path, text):
   publish(temporary_path, path)
 
 
+def json_text(value):
+  """`value` as the JSON text of the project's files: indented, keys sorted, a final newline."""
+  return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
 def write_json_atomically(path, value):
   """Writes `value` as indented JSON to `path` atomically."""
-  write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+  write_text_atomically(path, json_text(value))
 
 
 def read_json(path):

@@ -493,7 +493,7 @@ def _restore(checkpoint, locations, config, data):
       checkpoint.restore(path).assert_existing_objects_matched()
     except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:  # Truncated, garbled.
       logging.warning("Checkpoint %s cannot be read (%s: %s); trying the one before it.", path,
-                      type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                      type(e).__name__, errors.first_line(e))
       problems.append(f"{path}: {type(e).__name__}")
       continue
     logging.info("Resumed from %s at step %d.", path, int(checkpoint.step))
