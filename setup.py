@@ -6,7 +6,7 @@ setuptools.setup(
     name="imdb-bilstm-trainer",
     version="0.1.0",
     description="Distributed BiLSTM sentiment classifier for IMDB reviews (TensorFlow).",
-    packages=["trainer"],
+    packages=setuptools.find_packages(include=["trainer", "trainer.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=[
         "tensorflow==2.21.0",

@@ -7,7 +7,6 @@ and evaluates on the official 25,000 test reviews. `wall_seconds` is the trainin
 validation and test evaluation included, preparation excluded. The last line is one JSON object.
 """
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -17,7 +16,7 @@ from absl import flags
 
 import common
 from trainer import config as config_lib
-from trainer import train
+from trainer.training import train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "default", "Preset to train.")
@@ -31,12 +30,11 @@ def main(argv):
   del argv
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix=f"accuracy_{FLAGS.preset}_")
   data_dir = common.prepared_data_dir(workdir)
-  config = config_lib.get_preset(FLAGS.preset)
+  config = config_lib.override(config_lib.get_preset(FLAGS.preset), data_dir=data_dir)
   if FLAGS.seed is not None:
-    config = dataclasses.replace(config, seed=FLAGS.seed)
-  results = train.train_and_evaluate(config, os.path.join(workdir, "run"),
-                                     train.RunOptions(data_dir))
-  summary = {"preset": FLAGS.preset, "seed": config.seed,
+    config = config_lib.override(config, seed=FLAGS.seed)
+  results = train_lib.train_and_evaluate(config, os.path.join(workdir, "run"))
+  summary = {"preset": FLAGS.preset, "seed": config.training.seed,
              "test_accuracy": round(results["test"]["accuracy"], 4),
              "test_auc": round(results["test"]["auc"], 4),
              "validation_accuracy": round(results["validation"]["accuracy"], 4),

@@ -7,9 +7,9 @@ import time
 
 from absl import flags
 
-from trainer import synthetic_imdb
-
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY)  # The generator of IMDB-like reviews lives with the tests.
+from tests import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
 DEFAULT_DATA = os.path.normpath(
     os.path.join(REPOSITORY, "..", "shared", "data", "aclImdb_v1_labeled.tar.gz"))
 

@@ -18,9 +18,9 @@ from absl import flags
 import tensorflow as tf
 
 import common
-from trainer import input_pipeline
-from trainer import prepared_dataset
-from trainer import records
+from trainer.data import input_pipeline
+from trainer.data import prepared_dataset
+from trainer.data import records
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", common.DEFAULT_DATA, "aclImdb tarball; generated when missing.")

@@ -23,12 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 import common
+from trainer.cluster import strategy as strategy_lib
 from trainer import config as config_lib
-from trainer import distribution
-from trainer import input_pipeline
-from trainer import prepared_dataset
-from trainer import records
-from trainer import train
+from trainer.data import input_pipeline
+from trainer.data import prepared_dataset
+from trainer.data import records
+from trainer.training import optimization
+from trainer.training import steps as steps_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "seed_notebook", "Preset whose model and global batch are timed.")
@@ -43,15 +44,16 @@ class OursRunner:
 
   def __init__(self, config, files, total_steps):
     """Builds the model, optimizer, step and data iterator, and warms them up."""
-    strategy = distribution.build_strategy("auto")
-    keras.utils.set_random_seed(config.seed)
-    model, optimizer = train.build_model_and_optimizer(strategy, config, total_steps, "float32")
-    batch = config.global_batch_size // strategy.num_replicas_in_sync
+    strategy = strategy_lib.build_strategy("auto")
+    keras.utils.set_random_seed(config.training.seed)
+    model, optimizer = optimization.build_model_and_optimizer(strategy, config, total_steps, "float32")
+    batch = config.training.global_batch_size // strategy.num_replicas_in_sync
     data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
-        files, batch, training=True, max_length=config.max_length, keep=config.keep,
-        input_context=context, sort_window_batches=config.sort_window_batches))
-    self.global_batch_size = config.global_batch_size
-    self.step = train.build_train_step(strategy, model, optimizer, config, data.element_spec)
+        files, batch, training=True, max_length=config.input.max_length, keep=config.input.keep,
+        input_context=context, sort_window_batches=config.input.sort_window_batches))
+    self.global_batch_size = config.training.global_batch_size
+    self.step = steps_lib.build_train_step(strategy, model, optimizer, config.training,
+                                           data.element_spec)
     self.iterator = iter(data)
     self.measure(FLAGS.warmup_steps)
 
@@ -84,9 +86,9 @@ def padded_training_arrays(files, config):
     batch_tokens, batch_labels = records.parse(serialized)
     tokens += batch_tokens.to_list()
     labels += batch_labels.numpy().tolist()
-  truncating = "pre" if config.keep == "last" else "post"
+  truncating = "pre" if config.input.keep == "last" else "post"
   # Right-padded (padding="post"): the same masked model, eligible for cuDNN.
-  padded = keras.utils.pad_sequences(tokens, maxlen=config.max_length, padding="post",
+  padded = keras.utils.pad_sequences(tokens, maxlen=config.input.max_length, padding="post",
                                      truncating=truncating)
   return padded.astype(np.int32), np.array(labels, np.float32)
 
@@ -96,12 +98,12 @@ class KerasFitRunner:
 
   def __init__(self, config, files):
     """Builds and compiles the same model, pads the arrays, and warms up."""
-    self.global_batch_size = config.global_batch_size
+    self.global_batch_size = config.training.global_batch_size
     self.x, self.y = padded_training_arrays(files, config)
-    keras.utils.set_random_seed(config.seed)
-    self.model, _ = train.build_model_and_optimizer(tf.distribute.get_strategy(), config,
+    keras.utils.set_random_seed(config.training.seed)
+    self.model, _ = optimization.build_model_and_optimizer(tf.distribute.get_strategy(), config,
                                                     FLAGS.rounds * FLAGS.steps, "float32")
-    self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+    self.model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=["accuracy"])
     self.measure(FLAGS.warmup_steps)
@@ -133,14 +135,14 @@ def main(argv):
   # The machine's speed drifts between rounds: compare each round's pair, then take the median.
   ratio = statistics.median(o / k for o, k in zip(ours_rounds, keras_rounds))
   print(f"{FLAGS.preset}: ours {ours:.1f} examples/s, keras fit {keras_fit:.1f} examples/s, "
-        f"ratio {ratio:.2f} (global batch {config.global_batch_size}, max_length "
-        f"{config.max_length}, median of {FLAGS.rounds} alternating rounds of {FLAGS.steps} steps; "
+        f"ratio {ratio:.2f} (global batch {config.training.global_batch_size}, max_length "
+        f"{config.input.max_length}, median of {FLAGS.rounds} alternating rounds of {FLAGS.steps} steps; "
         f"ours {[round(r, 1) for r in ours_rounds]}, keras {[round(r, 1) for r in keras_rounds]})")
   print(json.dumps({"preset": FLAGS.preset, "ours_examples_per_s": round(ours, 1),
                     "keras_fit_examples_per_s": round(keras_fit, 1),
                     "ratio": round(ratio, 3),
-                    "global_batch_size": config.global_batch_size,
-                    "max_length": config.max_length, "steps": FLAGS.steps,
+                    "global_batch_size": config.training.global_batch_size,
+                    "max_length": config.input.max_length, "steps": FLAGS.steps,
                     "rounds": FLAGS.rounds}))
 
 

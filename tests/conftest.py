@@ -7,9 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from trainer import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
-from trainer import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
-from trainer import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer.config import DataConfig  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer.data import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Two logical CPU devices, to test MirroredStrategy without GPUs; set before TensorFlow starts.
 tf.config.set_logical_device_configuration(
@@ -51,7 +52,7 @@ def prepared_dir(tmp_path_factory, corpus_files):
   tarball = synthetic_imdb.write_tarball(corpus_files, str(root / "aclImdb_v1.tar.gz"))
   output_dir = str(root / "data")
   prepare.prepare(sources.read_tarball(tarball), output_dir,
-                  prepare.PrepareOptions(vocab_size=40, num_shards=4, validation_fraction=0.25))
+                  DataConfig(vocab_size=40, num_shards=4, validation_fraction=0.25))
   return output_dir
 
 
@@ -63,5 +64,5 @@ def learnable_dir(tmp_path_factory):
                                   seed=2)
   output_dir = str(root / "data")
   prepare.prepare(sources.read_tarball(synthetic_imdb.write_tarball(
-      files, str(root / "aclImdb_v1.tar.gz"))), output_dir, prepare.PrepareOptions(num_shards=3))
+      files, str(root / "aclImdb_v1.tar.gz"))), output_dir, DataConfig(num_shards=3))
   return output_dir

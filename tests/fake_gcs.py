@@ -1,4 +1,4 @@
-"""An in-memory fake of the few google.cloud.storage calls that trainer.promote makes.
+"""An in-memory fake of the few google.cloud.storage calls that trainer.storage.GcsStore makes.
 
 Why a fake: gcp-storage-emulator 2026.7.19 (PyPI) ignores `ifGenerationMatch`. Against it, a
 second upload with if_generation_match=0 and an upload with a stale generation both succeed

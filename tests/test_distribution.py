@@ -9,7 +9,9 @@ import types
 import pytest
 import tensorflow as tf
 
-from trainer import distribution
+from trainer.cluster import peers
+from trainer.cluster import resolve
+from trainer.cluster import strategy as distribution
 from trainer.errors import UserInputError
 
 
@@ -54,7 +56,7 @@ def test_bad_tf_config_is_explained(monkeypatch, raw, message):
   """A malformed TF_CONFIG is named, not a stack trace deep in TensorFlow."""
   monkeypatch.setenv("TF_CONFIG", raw)
   with pytest.raises(UserInputError, match=message):
-    distribution.cluster_config()
+    resolve.cluster_config()
 
 
 def test_unknown_strategy_is_refused():
@@ -79,7 +81,7 @@ INDEXED_JOB = {"JOB_COMPLETION_INDEX": "1", "TRAINER_NUM_WORKERS": "3",
                "TRAINER_WORKER_ADDRESS_TEMPLATE": "imdb-train-{index}.imdb-train-workers:2222"}
 INDEXED_ADDRESSES = [f"imdb-train-{i}.imdb-train-workers:2222" for i in range(3)]
 VERTEX_SPEC = {"chief": ["c-0:2222"], "worker": ["w-0:2222", "w-1:2222"]}
-Options = distribution.ClusterOptions
+Options = resolve.ClusterOptions
 
 
 @pytest.mark.parametrize("environ, options, spec, task_type, task_index, source", [
@@ -93,10 +95,10 @@ Options = distribution.ClusterOptions
      Options(), VERTEX_SPEC, "worker", 0, "TF_CONFIG"),
     (INDEXED_JOB, Options(), {"worker": INDEXED_ADDRESSES}, "worker", 1,
      "TRAINER_WORKER_ADDRESS_TEMPLATE, TRAINER_NUM_WORKERS, JOB_COMPLETION_INDEX"),
-    ({}, Options(address_template="imdb-train-{index}.imdb-train-workers:2222", num_workers=3,
+    ({}, Options(worker_address_template="imdb-train-{index}.imdb-train-workers:2222", num_workers=3,
                  worker_index=2), {"worker": INDEXED_ADDRESSES}, "worker", 2,
      "--worker_address_template, --num_workers, --worker_index"),
-    ({}, Options(workers=("10.0.0.5:2222", "10.0.0.6:2222"), worker_index=0),
+    ({}, Options(cluster_workers=("10.0.0.5:2222", "10.0.0.6:2222"), worker_index=0),
      {"worker": ["10.0.0.5:2222", "10.0.0.6:2222"]}, "worker", 0,
      "--cluster_workers, --worker_index"),
     ({**INDEXED_JOB, "JOB_COMPLETION_INDEX": "0"}, Options(worker_index=2, num_workers=3),
@@ -108,7 +110,7 @@ def test_every_cluster_description_resolves(monkeypatch, environ, options, spec,
                                             task_index, source):
   """TF_CONFIG (worker or chief), CLUSTER_SPEC, an Indexed Job and flags give one cluster, and
   the TF_CONFIG written from it tells TensorFlow the same."""
-  cluster = distribution.resolve_cluster(options, environ)
+  cluster = resolve.resolve_cluster(options, environ)
   assert (cluster.spec, cluster.task_type, cluster.task_index) == (spec, task_type, task_index)
   assert cluster.source == source
   assert cluster.address == spec[task_type][task_index]
@@ -124,14 +126,14 @@ def test_every_cluster_description_resolves(monkeypatch, environ, options, spec,
                          ids=["nothing", "indexed_job_without_cluster", "empty_tf_config"])
 def test_no_cluster_is_one_process(environ):
   """Without a description of training tasks there is no cluster."""
-  assert distribution.resolve_cluster(Options(), environ) is None
+  assert resolve.resolve_cluster(Options(), environ) is None
 
 
 @pytest.mark.parametrize("environ, options, message", [
     ({**INDEXED_JOB, "JOB_COMPLETION_INDEX": "3"}, Options(),
      "JOB_COMPLETION_INDEX=3 is out of range: .* give 3 workers, numbered 0 to 2. An Indexed Job "
      "needs completions and parallelism equal to TRAINER_NUM_WORKERS"),
-    ({}, Options(workers=("a:1", "b:1"), worker_index=2), "--worker_index=2 is out of range"),
+    ({}, Options(cluster_workers=("a:1", "b:1"), worker_index=2), "--worker_index=2 is out of range"),
     ({"JOB_COMPLETION_INDEX": "0", "TRAINER_WORKER_ADDRESS_TEMPLATE": "w-{index}:2222"},
      Options(), "TRAINER_WORKER_ADDRESS_TEMPLATE needs the number of workers: set "
      "TRAINER_NUM_WORKERS or --num_workers"),
@@ -147,9 +149,9 @@ def test_no_cluster_is_one_process(environ):
      "has no {index}, so every worker would get the same address"),
     ({**INDEXED_JOB, "TRAINER_WORKER_ADDRESS_TEMPLATE": "imdb-train-{index}"}, Options(),
      "worker 0: 'imdb-train-0' is not host:port"),
-    ({}, Options(workers=("a:1", "b:1"), num_workers=3, worker_index=0),
+    ({}, Options(cluster_workers=("a:1", "b:1"), num_workers=3, worker_index=0),
      "--num_workers=3, but --cluster_workers lists 2 workers"),
-    (INDEXED_JOB, Options(workers=("a:1", "b:1")), "--cluster_workers or "
+    (INDEXED_JOB, Options(cluster_workers=("a:1", "b:1")), "--cluster_workers or "
      "TRAINER_WORKER_ADDRESS_TEMPLATE, not both"),
     ({"TF_CONFIG": json.dumps({**KUBEFLOW_TF_CONFIG, "task": {"type": "worker", "index": 2}})},
      Options(), "TF_CONFIG makes this process worker 2, but the cluster has 2 worker task"),
@@ -169,7 +171,7 @@ def test_no_cluster_is_one_process(environ):
 def test_bad_cluster_descriptions_are_explained(environ, options, message):
   """Each mistake in a cluster description gets an error naming it and the fix."""
   with pytest.raises(UserInputError, match=message):
-    distribution.resolve_cluster(options, environ)
+    resolve.resolve_cluster(options, environ)
 
 
 def test_one_process_strategy_in_a_cluster_is_refused(monkeypatch):
@@ -193,7 +195,7 @@ def free_port():
 
 def loopback_cluster(index, ports):
   """Worker `index` of a cluster of workers at 127.0.0.1:<port>."""
-  return distribution.Cluster({"worker": [f"127.0.0.1:{port}" for port in ports]}, "worker",
+  return resolve.Cluster({"worker": [f"127.0.0.1:{port}" for port in ports]}, "worker",
                               index, "the test")
 
 
@@ -208,7 +210,7 @@ def test_workers_starting_apart_find_each_other():
     """Waits for the peer, then listens on its own port (as its gRPC server) until both are done."""
     time.sleep(delay)
     try:
-      distribution.wait_for_peers(loopback_cluster(index, ports), 20, poll_seconds=0.05)
+      peers.wait_for_peers(loopback_cluster(index, ports), 20, poll_seconds=0.05)
       with socket.create_server(("", ports[index])):
         finished.wait()
     except Exception as e:  # pylint: disable=broad-except
@@ -232,7 +234,7 @@ def test_missing_peer_times_out_naming_it():
   with pytest.raises(UserInputError, match=rf"1 of 1 peers never answered within 0.5 s "
                      rf"\(--cluster_wait_seconds\): worker 1 at 127.0.0.1:{ports[1]} "
                      r"\(no connection: Connection refused\)"):
-    distribution.wait_for_peers(loopback_cluster(0, ports), 0.5, poll_seconds=0.05)
+    peers.wait_for_peers(loopback_cluster(0, ports), 0.5, poll_seconds=0.05)
   assert time.monotonic() - start < 10
 
 
@@ -247,12 +249,12 @@ def test_unresolved_peer_name_is_reported(monkeypatch):
     return real_getaddrinfo(host, *args, **kwargs)
 
   monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-  cluster = distribution.Cluster(
+  cluster = resolve.Cluster(
       {"worker": [f"127.0.0.1:{free_port()}", "imdb-train-1.imdb-train-workers:2222"]},
       "worker", 0, "the test")
   with pytest.raises(UserInputError, match="worker 1 at imdb-train-1.imdb-train-workers:2222 "
                      r"\(the name imdb-train-1.imdb-train-workers does not resolve"):
-    distribution.wait_for_peers(cluster, 0.2, poll_seconds=0.05)
+    peers.wait_for_peers(cluster, 0.2, poll_seconds=0.05)
 
 
 def test_own_port_in_use_is_explained():
@@ -260,4 +262,4 @@ def test_own_port_in_use_is_explained():
   with socket.create_server(("", 0)) as taken:
     port = taken.getsockname()[1]
     with pytest.raises(UserInputError, match=f"cannot listen on port {port}"):
-      distribution.wait_for_peers(loopback_cluster(0, [port, free_port()]), 5)
+      peers.wait_for_peers(loopback_cluster(0, [port, free_port()]), 5)

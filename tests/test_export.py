@@ -13,18 +13,17 @@ import pytest
 import tensorflow as tf
 
 from trainer import config as config_lib
-from trainer import export
-from trainer import input_pipeline
-from trainer import model as model_lib
-from trainer import predict
-from trainer import prepared_dataset
-from trainer import records
-from trainer import text
-from trainer import train
+from trainer.data import prepared_dataset
+from trainer.data import records
+from trainer.data import text
 from trainer.errors import UserInputError
+from trainer.serving import export
+from trainer.serving import predict
+from trainer.training import model as model_lib
+from trainer.training import train_lib
 
 # Reviews are longer than 12 tokens: the export must truncate them as training did.
-CONFIG = dataclasses.replace(config_lib.get_preset("local"), vocab_size=40, max_length=12)
+CONFIG = config_lib.override(config_lib.get_preset("local"), vocab_size=40, max_length=12)
 ODD_REVIEWS = ["", "   \n\t ", "x" * 1_000_000, "Très bien ! 日本語の映画 😀 ¿Qué?",
                "<html><br /><b>Great</b> film<br/></html>", "great " * 5000]
 # Loads an export in a fresh process; reviews arrive base64-encoded (raw bytes, any encoding).
@@ -70,11 +69,11 @@ def test_exported_model_in_a_fresh_process_matches_the_training_pipeline(
   files = prepared_dataset.split_files(prepared_dir, "test")
   serialized = next(iter(tf.data.TFRecordDataset(files).batch(32)))
   tokens, _ = records.parse(serialized)
-  expected_ids = input_pipeline.truncate(tokens, CONFIG.max_length, CONFIG.keep).to_tensor()
+  expected_ids = text.truncate(tokens, CONFIG.input.max_length, CONFIG.input.keep).to_tensor()
   expected_probabilities = tf.sigmoid(trained_model(expected_ids, training=False)[:, 0]).numpy()
   reviews = [corpus_files[f"aclImdb/{name.decode()}"]
              for name in records.parse_names(serialized).numpy()]
-  assert max(len(row) for row in tokens.to_list()) > CONFIG.max_length
+  assert max(len(row) for row in tokens.to_list()) > CONFIG.input.max_length
 
   served = json.loads(run_in_fresh_process(
       ["-c", _LOAD_AND_RUN, exported],
@@ -158,9 +157,9 @@ def test_vertex_outputs_and_tuning_metric(tmp_path, monkeypatch, learnable_dir):
     monkeypatch.setenv(name, str(base / folder))
   monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "7")
   monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(tmp_path / "hypertune" / "output.metrics"))
-  config = dataclasses.replace(CONFIG, max_length=40, global_batch_size=8, epochs=0.2,
-                               eval_batch_size=32)
-  results = train.train_and_evaluate(config, str(base), train.RunOptions(learnable_dir))
+  config = config_lib.override(CONFIG, max_length=40, global_batch_size=8, epochs=0.2,
+                               eval_batch_size=32, data_dir=learnable_dir)
+  results = train_lib.train_and_evaluate(config, str(base))
   assert results["export"] == str(base / "model")
   assert export.load_metadata(results["export"])["test"] == results["test"]
   assert tf.train.latest_checkpoint(str(base / "checkpoints"))

@@ -24,16 +24,21 @@ import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer import errors
-from trainer import train
 from trainer.errors import UserInputError
+from trainer.training import train_lib
 
 # About 90 steps of a few milliseconds; a checkpoint every 5; a log line every step.
 FLAGS = ["--preset=local", "--vocab_size=40", "--max_length=40", "--global_batch_size=8",
          "--epochs=4", "--checkpoint_every_steps=5", "--log_every_steps=1",
          "--eval_batch_size=64", "--deterministic"]
-CONFIG = config_lib.Config(**{**config_lib.get_preset("local").__dict__, "vocab_size": 40,
-                              "max_length": 40, "global_batch_size": 8, "epochs": 1,
-                              "checkpoint_every_steps": 4, "eval_batch_size": 64})
+CONFIG = config_lib.override(config_lib.get_preset("local"), vocab_size=40, max_length=40,
+                             global_batch_size=8, epochs=1.0, checkpoint_every_steps=4,
+                             eval_batch_size=64)
+
+
+def train(workdir, **run):
+  """Trains CONFIG with these fields of its run section."""
+  return train_lib.train_and_evaluate(config_lib.override(CONFIG, **run), workdir)
 _STEP_LINE = re.compile(r"train \| step: (\d+)/")
 _RESUMED = re.compile(r"Resumed from \S*ckpt-(\d+) at step (\d+)")
 _RUN_SECONDS = 180  # A run that takes longer is killed and fails the test.
@@ -189,15 +194,13 @@ def test_multi_worker_sigterm_and_lost_peer_end_like_an_uninterrupted_run(tmp_pa
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, learnable_dir, caplog):
   """A damaged newest checkpoint is skipped with a warning; the run still ends exactly."""
-  options = train.RunOptions(learnable_dir, deterministic=True)
-  whole = train.train_and_evaluate(CONFIG, str(tmp_path / "whole"), options)
+  whole = train(str(tmp_path / "whole"), data_dir=learnable_dir, deterministic=True)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(CONFIG, workdir, train.RunOptions(learnable_dir, max_steps=8,
-                                                             deterministic=True))
+  train(workdir, data_dir=learnable_dir, max_steps=8, deterministic=True)
   data_file = glob.glob(f"{workdir}/checkpoints/ckpt-8.data-*")[0]
   with open(data_file, "r+b") as f:
     f.truncate(os.path.getsize(data_file) // 2)
-  resumed = train.train_and_evaluate(CONFIG, workdir, options)
+  resumed = train(workdir, data_dir=learnable_dir, deterministic=True)
   assert "ckpt-8 cannot be read" in caplog.text
   assert resumed["start_step"] == 4
   assert resumed["final_weights_sha256"] == whole["final_weights_sha256"]
@@ -206,12 +209,12 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, learna
 def test_no_readable_checkpoint_says_how_to_start_over(tmp_path, learnable_dir):
   """When every checkpoint is damaged, the error says so and what to do."""
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(CONFIG, workdir, train.RunOptions(learnable_dir, max_steps=4))
+  train(workdir, data_dir=learnable_dir, max_steps=4)
   for index_file in glob.glob(f"{workdir}/checkpoints/*.index"):
     with open(index_file, "wb") as f:
       f.write(b"garbage")
   with pytest.raises(UserInputError, match="No checkpoint in .* can be read"):
-    train.train_and_evaluate(CONFIG, workdir, train.RunOptions(learnable_dir))
+    train(workdir, data_dir=learnable_dir)
 
 
 def test_corrupt_shard_is_named(tmp_path, learnable_dir):
@@ -223,7 +226,7 @@ def test_corrupt_shard_is_named(tmp_path, learnable_dir):
     f.seek(200)
     f.write(b"\x00" * 16)
   with pytest.raises(UserInputError, match=re.escape(shard) + r".*--overwrite"):
-    train.train_and_evaluate(CONFIG, str(tmp_path / "run"), train.RunOptions(data_dir))
+    train(str(tmp_path / "run"), data_dir=data_dir)
 
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, learnable_dir):
@@ -242,7 +245,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, learnable_dir):
   with mock.patch.object(tf.train.CheckpointManager, "save", save_until_disk_full):
     with pytest.raises(UserInputError, match=r"step 8 .*No space left on device.*ckpt-4\) is "
                                              r"intact"):
-      train.train_and_evaluate(CONFIG, workdir, train.RunOptions(learnable_dir))
+      train(workdir, data_dir=learnable_dir)
   assert latest_checkpoint_step(workdir) == 4
-  resumed = train.train_and_evaluate(CONFIG, workdir, train.RunOptions(learnable_dir))
+  resumed = train(workdir, data_dir=learnable_dir)
   assert resumed["step"] == resumed["total_steps"]

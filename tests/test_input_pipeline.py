@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import input_pipeline
-from trainer import prepared_dataset
-from trainer import records
+from trainer.data import input_pipeline
+from trainer.data import prepared_dataset
+from trainer.data import records
 
 
 def write_reviews(tmp_path, num_reviews, num_files=3, length=lambda i: 1 + (i * 7) % 23):

@@ -1,176 +1,26 @@
-"""Tests of trainer.promote on fake exports, local and on GCS (an in-memory fake client)."""
+"""Tests of trainer.serving.promote: deciding, bad input and the command line, local and on GCS."""
 
-import collections
-import concurrent.futures
 import json
-import logging
-import multiprocessing
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 
-from gcp_storage_emulator import server as emulator_server
-from google.api_core import exceptions
-from google.cloud import storage as gcs
 import pytest
 
-import fake_gcs
-from trainer import promote
+from tests import fake_gcs
+from tests.promote_testing import backend  # pylint: disable=unused-import  (a fixture)
+from tests.promote_testing import decisions
+from tests.promote_testing import LocalBackend
+from tests.promote_testing import model
+from tests.promote_testing import model_ids
+from tests.promote_testing import pointer
+from tests.promote_testing import read_tree
+from tests.promote_testing import without_decisions
+from tests.promote_testing import write_export
 from trainer.errors import UserInputError
-
-Export = collections.namedtuple("Export", ["location", "files"])
-
-
-def write_export(directory, accuracy, version="1795903751"):
-  """Writes a fake export (no real model) with this test accuracy; returns {name: bytes}."""
-  scores = {"accuracy": accuracy, "loss": 0.3, "auc": 0.95, "precision": 0.9, "recall": 0.88}
-  metadata = {"format": "imdb-bilstm-export", "format_version": 1, "version": version,
-              "created": "2026-11-28T22:00:00Z", "step": 2110, "test": scores,
-              "validation": scores, "config": {}, "versions": {},
-              "data": {"fingerprint": "f", "vocab_sha256": "v"}}
-  files = {"export_metadata.json": json.dumps(metadata).encode(),
-           "saved_model.pb": f"graph of a model scoring {accuracy}".encode(),
-           "variables/variables.index": b"index",
-           "variables/variables.data-00000-of-00001": os.urandom(256),
-           "vocab.txt": b"<pad>\n<unk>\nthe\n"}
-  for name, data in files.items():
-    path = os.path.join(directory, *name.split("/"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-      f.write(data)
-  return files
-
-
-def read_tree(directory):
-  """{name relative to `directory`: bytes} of every file under it."""
-  tree = {}
-  for folder, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(folder, name)
-      with open(path, "rb") as f:
-        tree[os.path.relpath(path, directory).replace(os.sep, "/")] = f.read()
-  return tree
-
-
-class LocalBackend:
-  """Production and candidates in local folders."""
-
-  def __init__(self, tmp_path):
-    """Everything under `tmp_path`."""
-    self.tmp_path = tmp_path
-    self.production = str(tmp_path / "production")
-
-  def candidate(self, name, accuracy, **kwargs):
-    """A fake export named `name`."""
-    location = str(self.tmp_path / "exports" / name)
-    return Export(location, write_export(location, accuracy, **kwargs))
-
-  def promote(self, candidate, **kwargs):
-    """Calls promote.promote with this production."""
-    return promote.promote(candidate, self.production, **kwargs)
-
-  def files(self):
-    """{name: bytes} of every file in production."""
-    return read_tree(self.production)
-
-  def location(self, name):
-    """The path of a production file."""
-    return os.path.join(self.production, *name.split("/"))
-
-  def fail_model_copies_after_one_file(self, monkeypatch):
-    """Makes the copy of a model fail after its first file."""
-    copied = []
-    copy2 = shutil.copy2
-
-    def copy_one_then_fail(source, destination):
-      """shutil.copy2, failing from the second file on."""
-      if copied:
-        raise OSError("disk full (simulated)")
-      copied.append(source)
-      return copy2(source, destination)
-
-    monkeypatch.setattr(shutil, "copy2", copy_one_then_fail)
-
-
-class GcsBackend:
-  """Production in gs://production-bucket/imdb and candidates in gs://exports, on a fake client."""
-
-  production = "gs://production-bucket/imdb"
-
-  def __init__(self, tmp_path):
-    """Local staging under `tmp_path`; objects in a fresh fake client."""
-    self.tmp_path = tmp_path
-    self.client = fake_gcs.FakeClient()
-
-  def candidate(self, name, accuracy, **kwargs):
-    """A fake export uploaded to gs://exports/<name>."""
-    files = write_export(str(self.tmp_path / "staging" / name), accuracy, **kwargs)
-    for relative, data in files.items():
-      self.client.write("exports", f"{name}/{relative}", data, if_generation_match=0)
-    return Export(f"gs://exports/{name}", files)
-
-  def promote(self, candidate, **kwargs):
-    """Calls promote.promote with this production and the fake client."""
-    return promote.promote(candidate, self.production, gcs_client=self.client, **kwargs)
-
-  def files(self):
-    """{name: bytes} of every object in production."""
-    return self.client.files("production-bucket", "imdb/")
-
-  def location(self, name):
-    """The URL of a production object."""
-    return f"{self.production}/{name}"
-
-  def fail_model_copies_after_one_file(self, monkeypatch):
-    """Makes the copy of a model fail after its first object."""
-    del monkeypatch  # The fake client has its own hook.
-    copied = []
-
-    def fail_after_one_model_file(name):
-      """Lets one write under models/ through, then fails."""
-      if "/models/" in name:
-        if copied:
-          raise exceptions.ServiceUnavailable("network down (simulated)")
-        copied.append(name)
-
-    self.client.before_write = fail_after_one_model_file
-
-
-@pytest.fixture(params=["local", "gcs"])
-def backend(request, tmp_path):
-  """Each test on a local production folder and on a GCS one."""
-  return {"local": LocalBackend, "gcs": GcsBackend}[request.param](tmp_path)
-
-
-def pointer(files):
-  """The parsed CURRENT.json among production files."""
-  return json.loads(files["CURRENT.json"])
-
-
-def decisions(files):
-  """The logged decision records among production files, oldest first."""
-  return [json.loads(data) for name, data in sorted(files.items())
-          if name.startswith("decisions/")]
-
-
-def model(files, model_id):
-  """{name: bytes} of the copy of a model among production files."""
-  prefix = f"models/{model_id}/"
-  return {name[len(prefix):]: data for name, data in files.items() if name.startswith(prefix)}
-
-
-def model_ids(files):
-  """The ids of the models kept in production."""
-  return {name.split("/")[1] for name in files if name.startswith("models/")}
-
-
-def without_decisions(files):
-  """Production files except the decision log."""
-  return {name: data for name, data in files.items() if not name.startswith("decisions/")}
+from trainer.serving import promote
+from trainer import storage
 
 
 # --- Deciding.
@@ -267,7 +117,7 @@ def test_a_failed_copy_leaves_production_untouched(backend, monkeypatch):
 def test_the_copy_is_complete_before_the_pointer_switches(backend, monkeypatch):
   """When the pointer switches, every file of the new model is already in production."""
   seen_at_switch = []
-  for store_class in (promote._LocalStore, promote._GcsStore):  # pylint: disable=protected-access
+  for store_class in (storage.LocalStore, storage.GcsStore):
 
     def replace_if(store, name, data, token, real=store_class.replace_if):
       """Notes the production files, then switches."""
@@ -280,152 +130,6 @@ def test_the_copy_is_complete_before_the_pointer_switches(backend, monkeypatch):
   [(model_id, files)] = seen_at_switch
   assert model_id == record["model_id"] and "CURRENT.json" not in files
   assert model(files, model_id) == export.files
-
-
-# --- Races: two promotions at once.
-
-
-def check_one_winner(files, records, initial):
-  """Both promotions ran against `initial`; exactly one won and the loser saw it win."""
-  winners = [r for r in records if r["promoted"]]
-  losers = [r for r in records if not r["promoted"]]
-  assert len(winners) == 1 and len(losers) == 1
-  winner, loser = winners[0], losers[0]
-  assert winner["production_model_id"] == initial["model_id"] and winner["lost_races"] == 0
-  assert loser["lost_races"] == 1 and loser["production_model_id"] == winner["model_id"]
-  assert pointer(files)["model_id"] == winner["model_id"]
-  assert model_ids(files) == {initial["model_id"], winner["model_id"]}  # Loser's copy removed.
-  assert sorted(json.dumps(r, sort_keys=True) for r in decisions(files)) == sorted(
-      json.dumps(r, sort_keys=True) for r in [initial, *records])
-
-
-def promote_after_barrier(candidate, production, barrier, results):
-  """In a child process: promotes, holding the first pointer switch until all racers reach it."""
-  replace_if = promote._LocalStore.replace_if  # pylint: disable=protected-access
-  waited = []
-
-  def replace_if_after_barrier(store, name, data, token):
-    """The real compare-and-swap, once every racer has read the old pointer."""
-    if not waited:
-      waited.append(barrier.wait())
-    return replace_if(store, name, data, token)
-
-  promote._LocalStore.replace_if = replace_if_after_barrier  # pylint: disable=protected-access
-  results.put(promote.promote(candidate, production))
-
-
-def test_two_local_processes_at_once_leave_one_winner(tmp_path):
-  """Two processes that both read the old pointer: the fcntl compare-and-swap lets one win."""
-  backend = LocalBackend(tmp_path)
-  initial = backend.promote(backend.candidate("initial", 0.8).location)
-  context = multiprocessing.get_context("spawn")
-  barrier, results = context.Barrier(2, timeout=60), context.Queue()
-  racers = [context.Process(target=promote_after_barrier,
-                            args=(backend.candidate(name, 0.9).location, backend.production,
-                                  barrier, results)) for name in ("a", "b")]
-  for racer in racers:
-    racer.start()
-  records = [results.get(timeout=120) for _ in racers]
-  for racer in racers:
-    racer.join(timeout=60)
-    assert racer.exitcode == 0
-  check_one_winner(backend.files(), records, initial)
-
-
-def race_on_gcs(backend, accuracies):
-  """Two threads promote at once; both read the pointer before either switches it."""
-  initial = backend.promote(backend.candidate("initial", 0.8).location)
-  candidates = [backend.candidate(f"c{i}", a).location for i, a in enumerate(accuracies)]
-  barrier, held = threading.Barrier(2, timeout=30), []
-
-  def hold_first_switches(name):
-    """Holds the first switch of each racer until both are there."""
-    if name.endswith("/CURRENT.json") and len(held) < 2:
-      held.append(name)
-      barrier.wait()
-
-  backend.client.before_write = hold_first_switches
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    records = list(pool.map(backend.promote, candidates))
-  return initial, records
-
-
-def test_two_gcs_promotions_at_once_leave_one_winner(tmp_path):
-  """Two promotions that both read the old pointer: the generation precondition lets one win."""
-  backend = GcsBackend(tmp_path)
-  initial, records = race_on_gcs(backend, [0.9, 0.9])
-  check_one_winner(backend.files(), records, initial)
-
-
-def test_the_loser_of_a_race_decides_again_against_the_winner(tmp_path):
-  """A better loser is promoted over the winner, a worse one refused: the best ends on top."""
-  backend = GcsBackend(tmp_path)
-  initial, records = race_on_gcs(backend, [0.9, 0.91])
-  files = backend.files()
-  assert sorted(r["lost_races"] for r in records) == [0, 1]
-  loser = next(r for r in records if r["lost_races"])
-  # The loser judged against the winner: refused if worse, promoted over it if better.
-  assert loser["production_model_id"] not in (None, initial["model_id"])
-  assert loser["promoted"] == (loser["candidate_test_accuracy"] == 0.91)
-  assert pointer(files)["test_accuracy"] == 0.91
-  assert len(model_ids(files)) == 1 + sum(r["promoted"] for r in records)
-
-
-def test_fake_gcs_honours_generation_preconditions():
-  """The fake refuses stale or create-only writes and stale reads, like GCS."""
-  client = fake_gcs.FakeClient()
-  bucket = client.bucket("b")
-  assert bucket.get_blob("pointer") is None
-  bucket.blob("pointer").upload_from_string(b"first", if_generation_match=0)
-  with pytest.raises(exceptions.PreconditionFailed):
-    bucket.blob("pointer").upload_from_string(b"again", if_generation_match=0)
-  seen = bucket.get_blob("pointer")
-  assert seen.download_as_bytes(if_generation_match=seen.generation) == b"first"
-  bucket.blob("pointer").upload_from_string(b"second")
-  with pytest.raises(exceptions.PreconditionFailed):
-    seen.download_as_bytes(if_generation_match=seen.generation)
-  with pytest.raises(exceptions.PreconditionFailed):
-    seen.upload_from_string(b"stale", if_generation_match=seen.generation)
-  assert bucket.get_blob("pointer").download_as_bytes() == b"second"
-
-
-@pytest.fixture
-def emulator(monkeypatch):
-  """gcp-storage-emulator on 127.0.0.1, named by STORAGE_EMULATOR_HOST (no preconditions)."""
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-  server = emulator_server.create_server("127.0.0.1", port, in_memory=True)
-  server.start()
-  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-  yield
-  server.stop()
-
-
-@pytest.mark.usefixtures("emulator")
-def test_real_client_on_the_emulator_promotes_with_conditional_writes_only(tmp_path, caplog):
-  """The real client runs the promotions and sends a generation precondition on every upload."""
-  # The emulator ignores preconditions (hence the fake above), but it runs the real client: the
-  # same calls end to end, and every upload it receives must carry ifGenerationMatch.
-  caplog.set_level(logging.INFO, logger=emulator_server.__name__)
-  client = gcs.Client()
-  client.create_bucket("exports")
-  client.create_bucket("production")
-  for name, accuracy in (("a", 0.85), ("b", 0.84), ("c", 0.9)):
-    for relative, data in write_export(str(tmp_path / name), accuracy).items():
-      client.bucket("exports").blob(f"{name}/{relative}").upload_from_string(data)
-  records = [promote.promote(f"gs://exports/{name}", "gs://production/imdb") for name in "abc"]
-  assert [r["promoted"] for r in records] == [True, False, True]
-  current = json.loads(client.bucket("production").blob("imdb/CURRENT.json").download_as_bytes())
-  assert current["model_id"] == records[2]["model_id"]
-  kept = {blob.name for blob in client.list_blobs("production", prefix="imdb/models/")}
-  assert {name.split("/")[2] for name in kept} == {records[0]["model_id"], records[2]["model_id"]}
-  uploads = [record.getMessage() for record in caplog.records
-             if "POST /upload/storage/v1/b/production/" in record.getMessage()]
-  preconditions = [re.search(r"ifGenerationMatch=(\d+)", upload) for upload in uploads]
-  assert len(uploads) == 2 * 5 + 2 + 3 and all(preconditions)  # Models, pointers, decisions.
-  # Every write creates a new object, but the second pointer replaces the generation it read.
-  assert sorted(int(match.group(1)) > 0 for match in preconditions) == [False] * 14 + [True]
 
 
 # --- Bad input.

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
+from tests import synthetic_imdb
 from trainer import config as config_lib
-from trainer import retrain
-from trainer import sources
-from trainer import synthetic_imdb
-from trainer import train
+from trainer.data import sources
+from trainer.training import retrain_lib
 
-LOCAL = dataclasses.replace(config_lib.get_preset("local"), max_length=40, eval_batch_size=32)
+LOCAL = config_lib.override(config_lib.get_preset("local"), max_length=40, eval_batch_size=32,
+                            deterministic=True)
 
 
 def test_scheduled_command_prepares_trains_exports_and_promotes(tmp_path, aclimdb_tarball):
@@ -26,7 +26,7 @@ def test_scheduled_command_prepares_trains_exports_and_promotes(tmp_path, aclimd
        f"--production={root / 'production'}"],
       capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
-  summary = json.loads((root / "runs" / "first" / retrain.SUMMARY_FILE).read_text())
+  summary = json.loads((root / "runs" / "first" / retrain_lib.SUMMARY_FILE).read_text())
   assert summary["prepared"] and summary["decision"]["promoted"]
   assert os.path.exists(os.path.join(summary["export"], "saved_model.pb"))
   assert summary["decision"]["candidate_test_accuracy"] == pytest.approx(
@@ -39,12 +39,11 @@ def test_source_change_prepares_again_and_a_rerun_resumes(tmp_path, corpus_files
   """Same source: the prepared data is reused; a changed source gets its own folder."""
   tarball = synthetic_imdb.write_tarball(corpus_files, str(tmp_path / "a.tar.gz"))
   cache, production = str(tmp_path / "data"), str(tmp_path / "production")
-  options = train.RunOptions(deterministic=True)
 
   def run(source, name):
     """One scheduled run on the tarball `source`."""
-    return retrain.retrain(LOCAL, sources.read_tarball(source), cache,
-                           str(tmp_path / "runs" / name), production, 0.0, options)
+    return retrain_lib.retrain(LOCAL, sources.read_tarball(source), cache,
+                               str(tmp_path / "runs" / name), production, 0.0)
 
   first = run(tarball, "1")
   again = run(tarball, "2")

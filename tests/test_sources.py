@@ -10,9 +10,9 @@ from unittest import mock
 
 import pytest
 
-from trainer import prepare
-from trainer import sources
-from trainer import synthetic_imdb
+from tests import synthetic_imdb
+from trainer.data import prepare
+from trainer.data import sources
 from trainer.errors import UserInputError
 
 

@@ -6,7 +6,7 @@ import unicodedata
 import pytest
 import tensorflow as tf
 
-from trainer import text
+from trainer.data import text
 
 REAL_LOOKING_REVIEWS = [
     b"I didn't like it.<br /><br />The ending... well, 3/10!",

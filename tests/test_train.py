@@ -17,17 +17,25 @@ import pytest
 import tensorflow as tf
 
 from trainer import config as config_lib
-from trainer import input_pipeline
-from trainer import model as model_lib
-from trainer import prepared_dataset
-from trainer import train
+from trainer.data import input_pipeline
+from trainer.data import prepared_dataset
 from trainer.errors import UserInputError
+from trainer.training import model as model_lib
+from trainer.training import optimization
+from trainer.training import steps as steps_lib
+from trainer.training import train_lib
+from trainer.training import train_log
 
 # Tiny and without dropout, so that runs on different strategies compute the same thing.
-TINY = dataclasses.replace(
+TINY = config_lib.override(
     config_lib.get_preset("local"), vocab_size=40, global_batch_size=8, dropout=0.0, max_length=40,
     learning_rate=1e-2, warmup_steps=2, checkpoint_every_steps=4, log_every_steps=2,
     eval_batch_size=16, sort_window_batches=2)
+
+
+def train(config, workdir, strategy=None, **run):
+  """Runs train_and_evaluate with `config` and these fields of its run section."""
+  return train_lib.train_and_evaluate(config_lib.override(config, **run), str(workdir), strategy)
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +64,11 @@ def test_one_step_changes_every_trainable_weight(learnable_dir):
   """A single real step moves every trainable variable."""
   strategy = tf.distribute.get_strategy()
   keras.utils.set_random_seed(0)
-  model, optimizer = train.build_model_and_optimizer(strategy, TINY, 10, "float32")
+  model, optimizer = optimization.build_model_and_optimizer(strategy, TINY, 10, "float32")
   files = prepared_dataset.split_files(learnable_dir, "train")
   data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
       files, 8, training=True, max_length=40, input_context=context))
-  step = train.build_train_step(strategy, model, optimizer, TINY, data.element_spec)
+  step = steps_lib.build_train_step(strategy, model, optimizer, TINY.training, data.element_spec)
   before = [v.numpy().copy() for v in model.trainable_variables]
   loss_sum, _ = step(next(iter(data)))
   assert np.isfinite(loss_sum.numpy())
@@ -70,27 +78,27 @@ def test_one_step_changes_every_trainable_weight(learnable_dir):
 
 def test_loss_falls_and_results_are_written(tmp_path, learnable_dir):
   """On learnable data the loss falls; metrics.json, config.json, summaries, checkpoints exist."""
-  config = dataclasses.replace(TINY, epochs=4, eval_every_steps=20)
-  results = train.train_and_evaluate(config, str(tmp_path), train.RunOptions(learnable_dir))
+  config = config_lib.override(TINY, epochs=4, eval_every_steps=20)
+  results = train(config, tmp_path, data_dir=learnable_dir)
   history = results["history"]
   assert history[-1]["train"]["loss"] < 0.5 * history[0]["train"]["loss"]
   assert results["test"]["accuracy"] > 0.8 and results["test"]["examples"] == 200
   assert {"loss", "auc", "precision", "recall"} <= set(results["test"])
   assert any("validation" in record for record in history)
   written = json.loads((tmp_path / "metrics.json").read_text())
-  assert written["test"] == results["test"] and written["config"]["epochs"] == 4
+  assert written["test"] == results["test"] and written["config"]["training"]["epochs"] == 4
   assert {"tensorflow", "keras"} <= set(written["versions"]) and written["wall_seconds"] > 0
   assert written["examples_per_s"] > 0
-  assert json.loads((tmp_path / "config.json").read_text())["config"]["rnn_units"] == [8]
+  assert json.loads((tmp_path / "config.json").read_text())["config"]["model"]["rnn_units"] == [8]
   assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
-  assert len(glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))) == config.keep_checkpoints
+  assert len(glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))) == config.run.keep_checkpoints
 
 
 def test_mirrored_over_two_devices_matches_one_device(tmp_path, learnable_dir, mirrored):
   """MirroredStrategy on 2 logical CPUs ends with the weights of a one-device run."""
-  options = train.RunOptions(learnable_dir, max_steps=6, deterministic=True)
-  train.train_and_evaluate(TINY, str(tmp_path / "one"), options, tf.distribute.get_strategy())
-  results = train.train_and_evaluate(TINY, str(tmp_path / "two"), options, mirrored)
+  options = {"data_dir": learnable_dir, "max_steps": 6, "deterministic": True}
+  train(TINY, tmp_path / "one", tf.distribute.get_strategy(), **options)
+  results = train(TINY, tmp_path / "two", mirrored, **options)
   assert results["strategy"]["replicas"] == 2
   assert_same_weights(checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two"))
 
@@ -98,7 +106,8 @@ def test_mirrored_over_two_devices_matches_one_device(tmp_path, learnable_dir, m
 def config_flags(config):
   """The command-line flags that give `config`."""
   return [f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
-          for name, value in dataclasses.asdict(config).items()]
+          for section in config_lib.sections(config)
+          for name, value in dataclasses.asdict(section).items()]
 
 
 def free_port():
@@ -111,8 +120,8 @@ def free_port():
 def merged_worker_batches(files, workers, per_replica_batch_size, config):
   """What a one-device run sees when it takes the batches of all workers at once."""
   pipelines = [input_pipeline.make_dataset(
-      files, per_replica_batch_size, training=True, max_length=config.max_length,
-      seed=config.seed, sort_window_batches=config.sort_window_batches,
+      files, per_replica_batch_size, training=True, max_length=config.input.max_length,
+      seed=config.training.seed, sort_window_batches=config.input.sort_window_batches,
       input_context=tf.distribute.InputContext(workers, index, workers))
                for index in range(workers)]
 
@@ -130,9 +139,9 @@ def test_multi_worker_over_two_processes_matches_one_device(tmp_path, learnable_
   those of one device trained on the same global batches."""
   steps = 6
   ports = [free_port(), free_port()]
-  flags = config_flags(TINY) + [
-      f"--max_steps={steps}", "--deterministic", "--strategy=multi_worker",
-      f"--data_dir={learnable_dir}", f"--workdir={tmp_path / 'run'}"]
+  flags = config_flags(config_lib.override(
+      TINY, max_steps=steps, deterministic=True, strategy="multi_worker",
+      data_dir=learnable_dir)) + [f"--workdir={tmp_path / 'run'}"]
   workers = []
   for index in range(2):
     tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
@@ -153,12 +162,12 @@ def test_multi_worker_over_two_processes_matches_one_device(tmp_path, learnable_
   assert not glob.glob(str(tmp_path / "run" / "*worker*"))  # Only the chief wrote the workdir.
 
   strategy = tf.distribute.get_strategy()
-  keras.utils.set_random_seed(TINY.seed)
+  keras.utils.set_random_seed(TINY.training.seed)
   metadata = prepared_dataset.load_metadata(learnable_dir)
-  total_steps = int(-(-TINY.epochs * metadata["splits"]["train"]["examples"] // 8))
-  model, optimizer = train.build_model_and_optimizer(strategy, TINY, total_steps, "float32")
+  total_steps = int(-(-TINY.training.epochs * metadata["splits"]["train"]["examples"] // 8))
+  model, optimizer = optimization.build_model_and_optimizer(strategy, TINY, total_steps, "float32")
   data = merged_worker_batches(prepared_dataset.split_files(learnable_dir, "train"), 2, 4, TINY)
-  step = train.build_train_step(strategy, model, optimizer, TINY, data.element_spec)
+  step = steps_lib.build_train_step(strategy, model, optimizer, TINY.training, data.element_spec)
   for batch in data.take(steps):
     step(batch)
   reference = [weight.numpy() for weight in model.weights]
@@ -168,8 +177,7 @@ def test_multi_worker_over_two_processes_matches_one_device(tmp_path, learnable_
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_runs_with_float32_logits(tmp_path, learnable_dir, precision):
   """Half-precision policies train on CPU with float32 logits and a finite loss."""
-  results = train.train_and_evaluate(TINY, str(tmp_path), train.RunOptions(
-      learnable_dir, precision=precision, max_steps=4))
+  results = train(TINY, tmp_path, data_dir=learnable_dir, precision=precision, max_steps=4)
   assert results["precision"] == precision
   assert all(np.isfinite(record["train"]["loss"]) for record in results["history"])
   assert np.isfinite(results["test"]["loss"])
@@ -181,14 +189,12 @@ def test_mixed_precision_runs_with_float32_logits(tmp_path, learnable_dir, preci
 def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, learnable_dir):
   """Stopped at step 7 and started again, a run ends with the same weights as one never stopped
   (dropout included: its random state is checkpointed)."""
-  config = dataclasses.replace(TINY, dropout=0.3, embedding_dropout=0.1, epochs=0.5)
-  whole = train.train_and_evaluate(config, str(tmp_path / "whole"),
-                                   train.RunOptions(learnable_dir, deterministic=True))
-  first = train.train_and_evaluate(config, str(tmp_path / "split"),
-                                   train.RunOptions(learnable_dir, deterministic=True, max_steps=7))
+  config = config_lib.override(TINY, dropout=0.3, embedding_dropout=0.1, epochs=0.5,
+                               data_dir=learnable_dir, deterministic=True)
+  whole = train(config, tmp_path / "whole")
+  first = train(config, tmp_path / "split", max_steps=7)
   assert first["step"] == 7 and whole["step"] > 7
-  resumed = train.train_and_evaluate(config, str(tmp_path / "split"),
-                                     train.RunOptions(learnable_dir, deterministic=True))
+  resumed = train(config, tmp_path / "split")
   assert resumed["step"] == whole["step"]
   assert resumed["final_weights_sha256"] == whole["final_weights_sha256"]
   assert resumed["test"] == whole["test"]
@@ -197,43 +203,40 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, learnable_dir):
 def test_missing_dataset_names_the_prepare_command(tmp_path):
   """A data dir without prepared TFRecords says which command makes them."""
   with pytest.raises(UserInputError, match="not a prepared dataset.*python -m trainer.prepare"):
-    train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(str(tmp_path)))
+    train(TINY, tmp_path / "run", data_dir=str(tmp_path))
 
 
 def test_global_batch_must_divide_among_replicas(tmp_path, learnable_dir, mirrored):
   """9 reviews cannot split over 2 replicas."""
   with pytest.raises(UserInputError, match="global_batch_size=9 does not divide evenly among 2"):
-    train.train_and_evaluate(dataclasses.replace(TINY, global_batch_size=9), str(tmp_path),
-                             train.RunOptions(learnable_dir), mirrored)
+    train(config_lib.override(TINY, global_batch_size=9), tmp_path, mirrored,
+          data_dir=learnable_dir)
 
 
 def test_unwritable_workdir_fails_at_start(tmp_path, learnable_dir):
   """A workdir that cannot be created fails before any training."""
   (tmp_path / "a_file").write_text("")
   with pytest.raises(UserInputError, match="Cannot write to --workdir"):
-    train.train_and_evaluate(TINY, str(tmp_path / "a_file" / "run"),
-                             train.RunOptions(learnable_dir))
+    train(TINY, tmp_path / "a_file" / "run", data_dir=learnable_dir)
 
 
 def test_resume_refuses_another_vocabulary_or_config(tmp_path, learnable_dir):
   """Checkpoints are not resumed with a different vocabulary or model."""
-  train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(learnable_dir,
-                                                                          max_steps=2))
+  train(TINY, tmp_path / "run", data_dir=learnable_dir, max_steps=2)
   other_data = tmp_path / "other_data"
   shutil.copytree(learnable_dir, other_data)
   vocabulary = (other_data / "vocab.txt").read_text().split("\n")
   vocabulary[2], vocabulary[3] = vocabulary[3], vocabulary[2]
   (other_data / "vocab.txt").write_text("\n".join(vocabulary))
   with pytest.raises(UserInputError, match="another .*Use the original --data_dir"):
-    train.train_and_evaluate(TINY, str(tmp_path / "run"), train.RunOptions(str(other_data)))
-  with pytest.raises(UserInputError, match=r"other values of \['rnn_units'\]"):
-    train.train_and_evaluate(dataclasses.replace(TINY, rnn_units=(4,)), str(tmp_path / "run"),
-                             train.RunOptions(learnable_dir))
+    train(TINY, tmp_path / "run", data_dir=str(other_data))
+  with pytest.raises(UserInputError, match=r"other values of \['model.rnn_units'\]"):
+    train(config_lib.override(TINY, rnn_units=(4,)), tmp_path / "run", data_dir=learnable_dir)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, learnable_dir):
   """A NaN loss at step 3 stops the run with a clear error; the step-2 checkpoint stays."""
-  real_build = train.build_train_step
+  real_build = steps_lib.build_train_step
 
   def build_failing_at_step_3(*args):
     """The real step, returning NaN from the third call on."""
@@ -248,10 +251,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, learnable_d
 
     return failing
 
-  config = dataclasses.replace(TINY, checkpoint_every_steps=2, log_every_steps=1)
-  with mock.patch.object(train, "build_train_step", build_failing_at_step_3):
-    with pytest.raises(train.TrainingDiverged, match="loss became nan between steps 2 and 3"):
-      train.train_and_evaluate(config, str(tmp_path), train.RunOptions(learnable_dir))
+  config = config_lib.override(TINY, checkpoint_every_steps=2, log_every_steps=1)
+  with mock.patch.object(steps_lib, "build_train_step", build_failing_at_step_3):
+    with pytest.raises(train_log.TrainingDiverged, match="loss became nan between steps 2 and 3"):
+      train(config, tmp_path, data_dir=learnable_dir)
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
 
 
@@ -259,17 +262,15 @@ def test_debug_mode_runs_eagerly_and_then_restores_graph_mode(tmp_path):
   """--debug trains (eagerly, with numeric checks) and leaves tf.function compiled after."""
   with mock.patch.object(tf.debugging, "enable_check_numerics",
                          wraps=tf.debugging.enable_check_numerics) as check_numerics:
-    results = train.train_and_evaluate(dataclasses.replace(TINY, max_length=8), str(tmp_path),
-                                       train.RunOptions(synthetic_data=True, synthetic_steps=2,
-                                                        debug=True))
+    results = train(config_lib.override(TINY, max_length=8), tmp_path, synthetic_data=True,
+                    synthetic_steps=2, debug=True)
   assert results["step"] == 2 and check_numerics.called
   assert not tf.config.functions_run_eagerly()
 
 
 def test_synthetic_data_needs_no_dataset(tmp_path):
   """--synthetic_data trains on generated batches and reports throughput."""
-  results = train.train_and_evaluate(TINY, str(tmp_path), train.RunOptions(
-      synthetic_data=True, synthetic_steps=3))
+  results = train(TINY, tmp_path, synthetic_data=True, synthetic_steps=3)
   assert results["step"] == 3 and results["examples_per_s"] > 0 and "test" not in results
 
 
@@ -291,23 +292,22 @@ def test_command_line_prepares_then_trains(tmp_path, aclimdb_tarball):
 
 def test_moving_average_is_evaluated_and_checkpointed(tmp_path, learnable_dir, mirrored):
   """With EMA on two replicas, evaluation swaps the averages in and out; resume stays exact."""
-  config = dataclasses.replace(TINY, ema_momentum=0.9, epochs=0.5)
-  model, optimizer = train.build_model_and_optimizer(mirrored, config, 10, "float32")
+  config = config_lib.override(TINY, ema_momentum=0.9, epochs=0.5, data_dir=learnable_dir,
+                               deterministic=True)
+  model, optimizer = optimization.build_model_and_optimizer(mirrored, config, 10, "float32")
   with mirrored.scope():
     for weight in model.trainable_variables:
       weight.assign(tf.ones_like(weight))
   trained = [w.numpy() for w in model.trainable_variables]
   averages = [average.numpy() for average in
               optimizer._model_variables_moving_average]  # pylint: disable=protected-access
-  with train.evaluation_weights(model, optimizer):
+  with steps_lib.evaluation_weights(model, optimizer):
     for weight, average in zip(model.trainable_variables, averages):
       np.testing.assert_array_equal(weight.numpy(), average)
   for weight, value in zip(model.trainable_variables, trained):
     np.testing.assert_array_equal(weight.numpy(), value)
-  options = train.RunOptions(learnable_dir, deterministic=True)
-  whole = train.train_and_evaluate(config, str(tmp_path / "whole"), options, mirrored)
-  train.train_and_evaluate(config, str(tmp_path / "split"),
-                           dataclasses.replace(options, max_steps=5), mirrored)
-  resumed = train.train_and_evaluate(config, str(tmp_path / "split"), options, mirrored)
+  whole = train(config, tmp_path / "whole", mirrored)
+  train(config, tmp_path / "split", mirrored, max_steps=5)
+  resumed = train(config, tmp_path / "split", mirrored)
   assert resumed["final_weights_sha256"] == whole["final_weights_sha256"]
   assert resumed["test"] == whole["test"]

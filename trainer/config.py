@@ -1,102 +1,230 @@
-"""Hyperparameters: one frozen dataclass and its named presets."""
+"""The run's configuration: typed sections (data, input, model, training, run) and presets.
+
+Every field is a command-line flag of the same name (see `trainer.cli`), so no two sections
+share a field name. Presets are modules of `trainer.configs`, each with `get_config()`.
+
+  config = get_preset("local")
+  config = override(config, vocab_size=5000, global_batch_size=64)   # by field name
+  config.model.rnn_units, config.training.learning_rate
+"""
 
 import dataclasses
-
-from trainer.input_pipeline import KEEP_CHOICES
+import importlib
+import pkgutil
 
 RNN_CHOICES = ("lstm", "gru")
 POOLING_CHOICES = ("last", "max_mean")
 OPTIMIZER_CHOICES = ("adam", "adamw")
 SCHEDULE_CHOICES = ("constant", "cosine")
 DENSE_GRADIENT_CHOICES = ("auto", "always", "never")
+KEEP_CHOICES = ("first", "last")
+STRATEGY_CHOICES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+PRECISION_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+METRIC_NAMES = ("accuracy", "loss", "auc", "precision", "recall")
+
+# What a bound in `option(..., bound=...)` allows, and how an error says it.
+_BOUNDS = {
+    "positive": (lambda v: v > 0, "it must be positive"),
+    "nonnegative": (lambda v: v >= 0, "it cannot be negative"),
+    "fraction": (lambda v: 0 <= v < 1, "use a value in [0, 1)"),
+    "open_fraction": (lambda v: 0 < v < 1, "use a value strictly between 0 and 1, such as 0.1"),
+}
+
+
+def option(default, help_text, *, choices=None, bound=None, required=False):
+  """A dataclass field with its flag's help text, what values it allows, and if it must be given."""
+  return dataclasses.field(default=default, metadata={
+      "help": help_text, "choices": choices, "bound": bound, "required": required})
+
+
+class Options:
+  """Base of the option dataclasses: `check()` enforces each field's choices and bound."""
+
+  def check(self):
+    """Raises ValueError naming the first field whose value is not allowed."""
+    for field in dataclasses.fields(self):
+      _check_field(field, getattr(self, field.name))
+
+
+def _check_field(field, value):
+  """Raises ValueError if `value` is not one of the field's choices or breaks its bound."""
+  choices, bound = field.metadata.get("choices"), field.metadata.get("bound")
+  if choices and value not in choices:
+    raise ValueError(f"{field.name}={value!r}: choose one of {choices}.")
+  if bound and value is not None:
+    allowed, rule = _BOUNDS[bound]
+    if not all(allowed(v) for v in (value if isinstance(value, tuple) else (value,))):
+      raise ValueError(f"{field.name}={value}: {rule}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Options):
+  """What `prepare` writes: the vocabulary, the validation split and the shards."""
+  vocab_size: int = option(
+      20000, "Words known, <pad> and <unk> included: prepare builds this many; training uses "
+      "the first this many of a prepared dataset (rarer words become <unk>).", bound="positive")
+  validation_fraction: float = option(
+      0.1, "Share of the training reviews (whole movies) moved to validation.",
+      bound="open_fraction")
+  num_shards: int = option(
+      32, "TFRecord files per split: at least the number of workers that read it.",
+      bound="positive")
+  split_seed: int = option(0, "Picks the validation movies and the order of reviews in shards.")
+
+  def check(self):
+    """Raises ValueError naming the first field whose value cannot work."""
+    super().check()
+    if self.vocab_size <= 2:
+      raise ValueError(f"vocab_size={self.vocab_size}: it must exceed the 2 reserved ids "
+                       "('<pad>', '<unk>').")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig(Options):
+  """How training reads the prepared reviews."""
+  max_length: int = option(1000, "Tokens kept per review; longer reviews are truncated.",
+                           bound="positive")
+  keep: str = option("last", "Which end of a long review is kept.", choices=KEEP_CHOICES)
+  sort_window_batches: int = option(64, "Batches sorted by length together (length bucketing).",
+                                    bound="positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Options):
+  """The BiLSTM classifier."""
+  embedding_dim: int = option(128, "Width of the word embedding.", bound="positive")
+  rnn: str = option("lstm", "Recurrent cell (gru: fewer parameters, often as accurate).",
+                    choices=RNN_CHOICES)
+  rnn_units: tuple[int, ...] = option(
+      (64,), "Units per direction of each bidirectional layer, e.g. 64,64.", bound="positive")
+  pooling: str = option("max_mean", "last: final states; max_mean: masked max and mean over "
+                        "time.", choices=POOLING_CHOICES)
+  embedding_dropout: float = option(0.2, "Dropout of whole embedding channels.", bound="fraction")
+  word_dropout: float = option(0.2, "Dropout of whole words (their embedding is zeroed).",
+                               bound="fraction")
+  dropout: float = option(0.3, "Dropout before the output layer.", bound="fraction")
+
+  def check(self):
+    """Raises ValueError naming the first field whose value cannot work."""
+    if not self.rnn_units:
+      raise ValueError("rnn_units=(): give one positive width per layer.")
+    super().check()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(Options):
+  """The optimization: what, besides data and model, shapes the trained weights."""
+  global_batch_size: int = option(32, "Reviews per step over all replicas; divides evenly "
+                                  "among them.", bound="positive")
+  epochs: float = option(3.0, "Passes over the training split (fractions allowed).",
+                         bound="positive")
+  optimizer: str = option("adamw", "Optimizer.", choices=OPTIMIZER_CHOICES)
+  learning_rate: float = option(2e-3, "Peak learning rate.", bound="positive")
+  schedule: str = option("cosine", "After the warm-up: constant, or cosine decay to 0.",
+                         choices=SCHEDULE_CHOICES)
+  warmup_steps: int = option(200, "Linear warm-up to the peak learning rate.",
+                             bound="nonnegative")
+  weight_decay: float = option(1e-4, "Decoupled weight decay (adamw only).", bound="nonnegative")
+  clip_norm: float = option(1.0, "Clip the gradient to this global norm; 0 disables.",
+                            bound="nonnegative")
+  dense_gradients: str = option("auto", "All-reduce the embedding gradient dense (auto: from "
+                                "100 reviews per replica).", choices=DENSE_GRADIENT_CHOICES)
+  ema_momentum: float = option(0.999, "Evaluate and export a moving average of the weights "
+                               "with this momentum; 0 = off.", bound="fraction")
+  seed: int = option(0, "Seeds the initial weights, dropout and the training data order.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Options):
+  """How and where a run executes: none of it changes what is learned, so a resume may change it."""
+  data_dir: str = option("", "Prepared dataset (python -m trainer.prepare); empty: train and "
+                         "retrain prepare --input first.")
+  strategy: str = option("auto", "auto: multi_worker in a cluster of several workers, mirrored "
+                         "with several GPUs, else one_device.", choices=STRATEGY_CHOICES)
+  precision: str = option("auto", "auto: mixed_float16 on GPUs with tensor cores, "
+                          "mixed_bfloat16 on TPU, else float32.", choices=PRECISION_CHOICES)
+  max_steps: int = option(0, "Stop after this step (0: no limit); the schedule still spans all "
+                          "epochs, so a later run continues it.", bound="nonnegative")
+  deterministic: bool = option(False, "Op determinism: the same weights on a rerun and after a "
+                               "resume.")
+  debug: bool = option(False, "Run eagerly with NaN/Inf checks on every op.")
+  synthetic_data: bool = option(False, "Train on generated batches (no dataset, no "
+                                "evaluation), to measure throughput.")
+  synthetic_steps: int = option(100, "Steps of --synthetic_data.", bound="positive")
+  eval_batch_size: int = option(256, "Reviews per evaluation batch per replica.",
+                                bound="positive")
+  eval_every_steps: int = option(0, "Validate every this many steps; 0 = once per epoch.",
+                                 bound="nonnegative")
+  checkpoint_every_steps: int = option(500, "Checkpoint every this many steps (and at the "
+                                       "end).", bound="positive")
+  keep_checkpoints: int = option(3, "Checkpoints kept.", bound="positive")
+  log_every_steps: int = option(50, "Log line and summaries every this many steps.",
+                                bound="positive")
+  tuning_metric: str = option("accuracy", "Validation metric reported to a Vertex AI tuning "
+                              "job.", choices=METRIC_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything that shapes a training run's result; `PRESETS` names useful combinations."""
-  # Data.
-  vocab_size: int = 10000  # Ids used, at most the dataset's; rarer words become <unk>.
-  max_length: int = 1000  # Tokens kept per review; longer reviews are truncated.
-  keep: str = "last"  # Which end of a long review is kept: "last" (as keras-io) or "first".
-  sort_window_batches: int = 64  # Batches sorted by length together (length bucketing).
-  # Model.
-  embedding_dim: int = 128  # Width of the word embedding.
-  rnn: str = "lstm"  # Recurrent cell: "lstm" or "gru" (fewer parameters, often as accurate).
-  rnn_units: tuple[int, ...] = (64,)  # Units per direction of each bidirectional layer.
-  pooling: str = "max_mean"  # "last": final states; "max_mean": masked max and mean over time.
-  embedding_dropout: float = 0.2  # Dropout of whole embedding channels (SpatialDropout1D).
-  word_dropout: float = 0.2  # Dropout of whole words: their embedding is zeroed.
-  dropout: float = 0.3  # Dropout before the output layer.
-  # Optimization.
-  global_batch_size: int = 32  # Reviews per step over all replicas; divides evenly among them.
-  epochs: float = 3.0  # Passes over the training split (fractions allowed).
-  optimizer: str = "adamw"  # "adam" or "adamw".
-  learning_rate: float = 2e-3  # Peak learning rate.
-  schedule: str = "cosine"  # "constant", or "cosine" decay to 0 after the warm-up.
-  warmup_steps: int = 200  # Linear warm-up to the peak learning rate over this many steps.
-  weight_decay: float = 1e-4  # Decoupled weight decay (adamw only).
-  clip_norm: float = 1.0  # Clip the gradient to this global norm; 0 disables.
-  dense_gradients: str = "auto"  # All-reduce the embedding gradient dense: auto = batch >= 100.
-  ema_momentum: float = 0.999  # Evaluate a moving average of the weights (momentum); 0 = off.
-  # Evaluation and bookkeeping.
-  eval_batch_size: int = 256  # Reviews per evaluation batch per replica.
-  eval_every_steps: int = 0  # Validation every this many steps; 0 = once per epoch.
-  checkpoint_every_steps: int = 500  # Checkpoint every this many steps (and at the end).
-  keep_checkpoints: int = 3  # Checkpoints kept.
-  log_every_steps: int = 50  # Log line and summaries every this many steps.
-  seed: int = 0  # Seeds weights, dropout and the data order.
+  """A whole run: what data, input, model and optimization (the result) and how to run it."""
+  data: DataConfig = DataConfig()
+  input: InputConfig = InputConfig()
+  model: ModelConfig = ModelConfig()
+  training: TrainingConfig = TrainingConfig()
+  run: RunConfig = RunConfig()
 
   def check(self):
     """Raises ValueError naming the first field whose value cannot work."""
-    choices = {"rnn": RNN_CHOICES, "pooling": POOLING_CHOICES, "optimizer": OPTIMIZER_CHOICES,
-               "schedule": SCHEDULE_CHOICES, "dense_gradients": DENSE_GRADIENT_CHOICES,
-               "keep": KEEP_CHOICES}
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed:
-        raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}.")
-    positive = ("vocab_size", "max_length", "sort_window_batches", "embedding_dim",
-                "global_batch_size", "epochs", "learning_rate", "eval_batch_size",
-                "checkpoint_every_steps", "keep_checkpoints", "log_every_steps")
-    for name in positive:
-      if getattr(self, name) <= 0:
-        raise ValueError(f"{name}={getattr(self, name)}: it must be positive.")
-    if not self.rnn_units or min(self.rnn_units) <= 0:
-      raise ValueError(f"rnn_units={self.rnn_units}: give one positive width per layer.")
-    for name in ("dropout", "embedding_dropout", "word_dropout", "ema_momentum"):
-      if not 0 <= getattr(self, name) < 1:
-        raise ValueError(f"{name}={getattr(self, name)}: use a value in [0, 1).")
-    for name in ("warmup_steps", "weight_decay", "clip_norm", "eval_every_steps"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"{name}={getattr(self, name)}: it cannot be negative.")
+    for section in sections(self):
+      section.check()
+
+  def result_identity(self):
+    """What the trained weights depend on: all but `run` and prepare's own options.
+
+    A resumed run must agree with its checkpoints on all of it.
+    """
+    return {"vocab_size": self.data.vocab_size,
+            **{name: dataclasses.asdict(getattr(self, name))
+               for name in ("input", "model", "training")}}
 
 
-PRESETS = {
-    # Our best configuration for IMDB on a small budget (see README: accuracy benchmark).
-    "default": Config(),
-    # keras-io "Bidirectional LSTM on IMDB": 20k words, last 200 tokens, Embedding 128,
-    # two BiLSTM(64), Adam 1e-3, batch 32, 2 epochs.
-    "keras_example": Config(
-        vocab_size=20000, max_length=200, embedding_dim=128, rnn_units=(64, 64), pooling="last",
-        embedding_dropout=0.0, word_dropout=0.0, dropout=0.0, global_batch_size=32, epochs=2,
-        optimizer="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
-        weight_decay=0.0, clip_norm=0.0, ema_momentum=0.0),
-    # The classic course notebook: 5k words, 500 tokens, Embedding 50, one BiLSTM(128),
-    # Dropout 0.5, Adam, batch 128, 3 epochs.
-    "seed_notebook": Config(
-        vocab_size=5000, max_length=500, embedding_dim=50, rnn_units=(128,), pooling="last",
-        embedding_dropout=0.0, word_dropout=0.0, dropout=0.5, global_batch_size=128, epochs=3,
-        optimizer="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
-        weight_decay=0.0, clip_norm=0.0, ema_momentum=0.0),
-    # Tiny: seconds on a laptop CPU, for debugging the job end to end.
-    "local": Config(
-        vocab_size=2000, max_length=64, embedding_dim=16, rnn_units=(8,), embedding_dropout=0.0,
-        word_dropout=0.0, global_batch_size=16, epochs=1, warmup_steps=5, eval_batch_size=64,
-        checkpoint_every_steps=20, log_every_steps=5, sort_window_batches=4, ema_momentum=0.0),
-}
+def sections(config):
+  """The section objects of a Config, in order."""
+  return [getattr(config, field.name) for field in dataclasses.fields(config)]
+
+
+def field_sections():
+  """Maps every field name to the name of the Config section that holds it."""
+  return {field.name: section.name for section in dataclasses.fields(Config)
+          for field in dataclasses.fields(section.type)}
+
+
+def override(config, **values):
+  """`config` with the named fields (of any section) replaced.
+
+  Raises:
+    TypeError: naming a field that no section has.
+  """
+  owners = field_sections()
+  unknown = sorted(set(values) - set(owners))
+  if unknown:
+    raise TypeError(f"No config field named {unknown}; the fields are {sorted(owners)}.")
+  changes = {}
+  for name, value in values.items():
+    changes.setdefault(owners[name], {})[name] = value
+  return dataclasses.replace(config, **{
+      section: dataclasses.replace(getattr(config, section), **fields)
+      for section, fields in changes.items()})
+
+
+def preset_names():
+  """The names of the presets: the modules of trainer.configs."""
+  configs = importlib.import_module("trainer.configs")
+  return sorted(module.name for module in pkgutil.iter_modules(configs.__path__))
 
 
 def get_preset(name):
-  """Returns the named preset, or raises ValueError listing the names."""
-  if name not in PRESETS:
-    raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
-  return PRESETS[name]
+  """Returns the named preset's Config, or raises ValueError listing the names."""
+  if name not in preset_names():
+    raise ValueError(f"Unknown preset {name!r}; choose one of {preset_names()}.")
+  return importlib.import_module(f"trainer.configs.{name}").get_config()

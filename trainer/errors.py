@@ -1,9 +1,5 @@
 """The errors entry points report without a traceback, and their exit codes."""
 
-import sys
-
-from absl import app
-
 USER_ERROR_EXIT_CODE = 2
 RESTART_EXIT_CODE = 42  # Preempted after saving: restart the job (the manifests treat it so).
 
@@ -37,19 +33,3 @@ class PeerLost(Exception):
                      f"Exiting with code {RESTART_EXIT_CODE}: restart every worker; they resume "
                      "from the last checkpoint.")
 
-
-def run(main):
-  """Runs an absl `main`: a UserInputError exits with code 2, `Preempted` and `PeerLost` 42."""
-
-  def main_reporting_errors(argv):
-    """Calls `main`, printing these errors as one clear line instead of a traceback."""
-    try:
-      main(argv)
-    except UserInputError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(USER_ERROR_EXIT_CODE)
-    except (Preempted, PeerLost) as e:
-      print(str(e), file=sys.stderr)
-      sys.exit(RESTART_EXIT_CODE)
-
-  app.run(main_reporting_errors)

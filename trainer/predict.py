@@ -4,91 +4,43 @@ r"""Classifies raw reviews with an exported model.
   cat reviews.txt | python -m trainer.predict --model=/tmp/imdb_run/export --format=json
 
 --model is an export (a version folder with `saved_model.pb`), a folder of versions, or a
-training workdir (the newest version of its export/ folder is used). Reviews come from the
-arguments, or one per line on standard input. Each review gives one output line:
-`probability<TAB>sentiment<TAB>the review's start`, or with --format=json a JSON object with
-`index`, `probability`, `label` (1 = positive), `sentiment`.
+training workdir. Reviews come from the arguments, or one per line on standard input. Each
+review gives one output line: `probability<TAB>sentiment<TAB>the review's start`, or with
+--format=json a JSON object with `index`, `probability`, `label` (1 = positive), `sentiment`.
 """
 
-import json
+import dataclasses
 import sys
 
-from absl import flags
-import tensorflow as tf
-
-from trainer import errors
-from trainer import export
-from trainer import storage
-from trainer.errors import UserInputError
-
-FLAGS = flags.FLAGS
-_EXCERPT_CHARACTERS = 60
+from trainer import cli
+from trainer.config import option
+from trainer.config import Options
+from trainer.serving import predict
 
 
-def load(model_path):
-  """The serving function of an export, or of the newest export under `model_path`.
-
-  Returns:
-    (function reviews string[batch] -> dict of outputs, the export's path).
-  """
-  if not tf.io.gfile.exists(model_path):
-    raise UserInputError(f"--model={model_path} does not exist. Pass an export folder, e.g. "
-                         "<workdir>/export written by python -m trainer.train.")
-  path = (export.latest_export(model_path)
-          or export.latest_export(storage.join(model_path, "export")) or model_path)
-  export.load_metadata(path)  # Raises a clear error unless it is an export of this project.
-  return tf.saved_model.load(path).signatures[export.SIGNATURE], path
+@dataclasses.dataclass(frozen=True)
+class PredictOptions(Options):
+  """The flags of predict."""
+  model: str | None = option(None, "An export, a folder of versioned exports, or a workdir.",
+                             required=True)
+  format: str = option("text", "text: probability, sentiment, review start; json: one JSON "
+                       "object per line.", choices=("text", "json"))
+  batch_size: int = option(256, "Reviews from standard input classified together.",
+                           bound="positive")
 
 
-def predict(serve, reviews):
-  """Classifies a batch of raw reviews.
-
-  Returns:
-    A list of {"probability", "label", "sentiment"} dicts, in the order of `reviews`.
-  """
-  outputs = serve(reviews=tf.constant(reviews, tf.string))
-  return [{"probability": round(float(probability), 6), "label": int(label),
-           "sentiment": sentiment.decode()}
-          for probability, label, sentiment in zip(outputs["probability"].numpy(),
-                                                   outputs["label"].numpy(),
-                                                   outputs["sentiment"].numpy())]
-
-
-def format_prediction(index, review, prediction, output_format):
-  """One output line for a review."""
-  if output_format == "json":
-    return json.dumps({"index": index, **prediction})
-  excerpt = " ".join(review.split())[:_EXCERPT_CHARACTERS]
-  return f"{prediction['probability']:.4f}\t{prediction['sentiment']}\t{excerpt}"
-
-
-def batches_of_lines(stream, batch_size):
-  """Lines of `stream` (without line ends), in lists of up to `batch_size`."""
-  batch = []
-  for line in stream:
-    batch.append(line.rstrip("\r\n"))
-    if len(batch) == batch_size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
-
-
-def main(argv):
+def main(reviews):
   """Prints a prediction for each review of the arguments or of standard input."""
-  serve, _ = load(FLAGS.model)
-  batches = ([argv[1:]] if len(argv) > 1 else batches_of_lines(sys.stdin, FLAGS.batch_size))
+  options = cli.options_from_flags(PredictOptions())
+  serve, _ = predict.load(options.model)
+  batches = [reviews] if reviews else predict.batches_of_lines(sys.stdin, options.batch_size)
   index = 0
-  for reviews in batches:
-    for review, prediction in zip(reviews, predict(serve, reviews)):
-      print(format_prediction(index, review, prediction, FLAGS.format))
+  for batch in batches:
+    for review, prediction in zip(batch, predict.predict(serve, batch)):
+      print(predict.format_prediction(index, review, prediction, options.format))
       index += 1
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("model", None, "An export, a folder of versioned exports, or a workdir.")
-  flags.DEFINE_enum("format", "text", ("text", "json"), "text: probability, sentiment, "
-                    "review start; json: one JSON object per line.")
-  flags.DEFINE_integer("batch_size", 256, "Reviews from standard input classified together.")
-  flags.mark_flag_as_required("model")
-  errors.run(main)
+  cli.define_option_flags(PredictOptions)
+  cli.run(main, takes_arguments=True)

@@ -8,7 +8,7 @@ import keras
 from keras import layers
 from keras import ops
 
-from trainer import text
+from trainer.data import text
 
 
 class CapVocabulary(layers.Layer):
@@ -62,19 +62,21 @@ def build_model(config):
   """Builds Embedding(mask_zero) -> Bidirectional RNN layers -> pooling -> Dropout -> Dense.
 
   Args:
-    config: a `config.Config`.
+    config: a `config.Config`: its model section, vocabulary size and seed.
 
   Returns:
     keras.Model from tokens int32[batch, time] (right-padded with 0) to logits float32[batch, 1].
   """
+  vocab_size, seed = config.data.vocab_size, config.training.seed
+  config = config.model
   tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-  ids = CapVocabulary(config.vocab_size, name="cap_vocabulary")(tokens)
-  x = layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True,
+  ids = CapVocabulary(vocab_size, name="cap_vocabulary")(tokens)
+  x = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True,
                        name="embedding")(ids)
   if config.embedding_dropout:
-    x = layers.SpatialDropout1D(config.embedding_dropout, seed=config.seed)(x)
+    x = layers.SpatialDropout1D(config.embedding_dropout, seed=seed)(x)
   if config.word_dropout:
-    x = layers.Dropout(config.word_dropout, noise_shape=(None, None, 1), seed=config.seed + 2,
+    x = layers.Dropout(config.word_dropout, noise_shape=(None, None, 1), seed=seed + 2,
                        name="word_dropout")(x)
   for index, units in enumerate(config.rnn_units):
     is_last = index == len(config.rnn_units) - 1
@@ -84,7 +86,7 @@ def build_model(config):
   if config.pooling == "max_mean":
     x = MaskedMaxMeanPooling(name="max_mean_pooling")(x)
   if config.dropout:
-    x = layers.Dropout(config.dropout, seed=config.seed + 1)(x)
+    x = layers.Dropout(config.dropout, seed=seed + 1)(x)
   logits = layers.Dense(1, dtype="float32", name="logits")(x)  # float32 even in mixed precision.
   return keras.Model(tokens, logits, name=f"bi{config.rnn}_classifier")
 

@@ -5,7 +5,7 @@ The `serving_default` signature takes `reviews`, string[batch] of raw UTF-8 text
 `sentiment` (string[batch], "positive" or "negative"); the `token_ids` signature returns the
 model's input ids for the same reviews. Inside the graph the reviews go through
 the very tokenizer, vocabulary and truncation that prepared the training data (`text.encode`,
-`input_pipeline.truncate`), so serving sees exactly the ids training saw.
+`text.truncate`), so serving sees exactly the ids training saw.
 
 An export is a directory `<root>/<version>/` (version: seconds since the epoch, the layout TF
 Serving watches) with the SavedModel, `vocab.txt`, and `export_metadata.json` (test metrics,
@@ -17,17 +17,17 @@ copied last, so that nothing loads a half-copied export.
 import contextlib
 import datetime
 import os
+import re
 import tempfile
 import time
 
 import keras
 import tensorflow as tf
 
-from trainer import input_pipeline
-from trainer import model as model_lib
-from trainer import storage
-from trainer import text
+from trainer.data import text
 from trainer.errors import UserInputError
+from trainer import storage
+from trainer.training import model as model_lib
 
 EXPORT_FORMAT = "imdb-bilstm-export"
 FORMAT_VERSION = 1
@@ -37,6 +37,9 @@ SAVED_MODEL_FILE = "saved_model.pb"
 SIGNATURE = "serving_default"
 TOKEN_IDS_SIGNATURE = "token_ids"  # The model's input for raw reviews, to check tokenization.
 POSITIVE, NEGATIVE = "positive", "negative"
+# Ends the errors about a file that is not the metadata of an export.
+METADATA_FIX = "it is not the metadata of an imdb-bilstm export; export the model again."
+_VERSION_PATTERN = re.compile(r"[A-Za-z0-9._-]+")  # A version names a folder.
 
 
 @contextlib.contextmanager
@@ -71,7 +74,7 @@ class RawTextClassifier:
       int32[batch, time], right-padded; an empty review becomes the single id `text.OOV_ID`
       (the masked LSTM needs one real step per row).
     """
-    ids = input_pipeline.truncate(text.encode(reviews, self.table), self.max_length, self.keep)
+    ids = text.truncate(text.encode(reviews, self.table), self.max_length, self.keep)
     empty = tf.equal(ids.row_lengths(), 0)
     placeholder = tf.RaggedTensor.from_row_lengths(
         tf.fill([tf.reduce_sum(tf.cast(empty, tf.int32))], tf.constant(text.OOV_ID, tf.int64)),
@@ -108,7 +111,7 @@ def build_classifier(config, weights, vocabulary):
   with _float32_policy():
     model = model_lib.build_model(config)
   model.set_weights(weights)
-  return RawTextClassifier(model, vocabulary, config.max_length, config.keep)
+  return RawTextClassifier(model, vocabulary, config.input.max_length, config.input.keep)
 
 
 def export(classifier, destination, metadata, versioned=True):
@@ -135,13 +138,9 @@ def export(classifier, destination, metadata, versioned=True):
       _write_export(classifier, metadata, local)
       _copy_tree_with_saved_model_last(local, path)
     return path
-  parent = os.path.dirname(os.path.abspath(path))
-  tf.io.gfile.makedirs(parent)
-  temporary_path = storage.temporary_name(path)
-  _write_export(classifier, metadata, temporary_path)
-  if tf.io.gfile.exists(path):  # Unversioned: the new export replaces the old one.
-    tf.io.gfile.rmtree(path)
-  tf.io.gfile.rename(temporary_path, path)
+  tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(path)))
+  with storage.atomic_path(path) as temporary_path:  # Unversioned, it replaces the old export.
+    _write_export(classifier, metadata, temporary_path)
   return path
 
 
@@ -171,13 +170,11 @@ def _write_export(classifier, metadata, path):
 
 def _copy_tree_with_saved_model_last(source, destination):
   """Copies a local export to a URI; `saved_model.pb`, what marks it loadable, goes last."""
-  files = [os.path.relpath(os.path.join(folder, name), source)
-           for folder, _, names in os.walk(source) for name in names]
-  files.sort(key=lambda name: name == SAVED_MODEL_FILE)
+  files = sorted(storage.relative_files(source), key=lambda name: name == SAVED_MODEL_FILE)
   for name in files:
-    target = storage.join(destination, *name.split(os.sep))
+    target = storage.join(destination, name)
     tf.io.gfile.makedirs(os.path.dirname(target))
-    tf.io.gfile.copy(os.path.join(source, name), target, overwrite=True)
+    tf.io.gfile.copy(os.path.join(source, *name.split("/")), target, overwrite=True)
 
 
 def load_metadata(path):
@@ -195,13 +192,28 @@ def load_metadata(path):
     raise UserInputError(
         f"{path} is a SavedModel but not an export of this project (no {METADATA_FILE}). "
         "Export a model with python -m trainer.train.")
-  try:
-    metadata = storage.read_json(metadata_path)
-  except ValueError as e:
-    raise UserInputError(f"{metadata_path} is not valid JSON ({e}): the export is damaged; "
-                         "export the model again.") from e
+  with tf.io.gfile.GFile(metadata_path, "rb") as f:
+    return parse_metadata(f.read(), metadata_path)
+
+
+def parse_metadata(data, location):
+  """The export metadata in `data`, the bytes of the file at `location`, once checked.
+
+  Raises:
+    UserInputError: unless it is the metadata of an export of this project, of this format
+      version, with a version that names a folder.
+  """
+  metadata = storage.parse_json_object(data, location, METADATA_FIX)
   if metadata.get("format") != EXPORT_FORMAT:
-    raise UserInputError(f"{metadata_path} does not describe an {EXPORT_FORMAT} export.")
+    raise UserInputError(f"{location}: format {metadata.get('format')!r} is not "
+                         f"{EXPORT_FORMAT!r}: {METADATA_FIX}")
+  if metadata.get("format_version") != FORMAT_VERSION:
+    raise UserInputError(f"{location}: format_version {metadata.get('format_version')!r} is not "
+                         f"{FORMAT_VERSION}; use code of the same version as the training that "
+                         "exported it.")
+  if not _VERSION_PATTERN.fullmatch(str(metadata.get("version", ""))):
+    raise UserInputError(f"{location}: version {metadata.get('version')!r} is missing or not a "
+                         f"folder name (letters, digits, '.', '_', '-'): {METADATA_FIX}")
   return metadata
 
 

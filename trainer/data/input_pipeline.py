@@ -25,10 +25,10 @@ LSTM needs), truncated to `max_length` keeping the `keep` end; no row is all pad
 from absl import logging
 import tensorflow as tf
 
-from trainer import records
-from trainer import text
+from trainer import config as config_lib
+from trainer.data import records
+from trainer.data import text
 
-KEEP_CHOICES = ("first", "last")
 _READ_CHUNK = 4096  # Serialized reviews parsed per op while loading.
 _MAX_PARALLEL_READS = 8
 _EPOCH_SALT = 0  # Third seed word of the per-epoch permutation.
@@ -56,8 +56,8 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
   Returns:
     A `tf.data.Dataset` of (tokens int32[batch, time], labels int32[batch]).
   """
-  if keep not in KEEP_CHOICES:
-    raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}.")
+  if keep not in config_lib.KEEP_CHOICES:
+    raise ValueError(f"keep must be one of {config_lib.KEEP_CHOICES}, got {keep!r}.")
   if per_replica_batch_size < 1 or max_length < 1 or sort_window_batches < 1:
     raise ValueError("per_replica_batch_size, max_length and sort_window_batches must be "
                      f"positive, got {per_replica_batch_size}, {max_length}, "
@@ -148,7 +148,7 @@ def _load_reviews(files, input_context, max_length, keep):
   def parse_chunk(chunk):
     """Parses and truncates a chunk; returns its flat ids, row lengths and labels."""
     tokens, labels = records.parse(chunk)
-    tokens = truncate(tokens, max_length, keep)
+    tokens = text.truncate(tokens, max_length, keep)
     not_empty = tokens.row_lengths() > 0
     tokens = tf.ragged.boolean_mask(tokens, not_empty)
     return tokens.flat_values, tokens.row_lengths(), tf.boolean_mask(labels, not_empty)
@@ -170,18 +170,6 @@ def _load_reviews(files, input_context, max_length, keep):
         (tf.RaggedTensor.from_row_lengths(values, row_lengths), labels))
 
   return tf.data.Dataset.from_tensors(0).flat_map(load_all)
-
-
-def truncate(tokens, max_length, keep):
-  """Keeps at most `max_length` tokens of each row, from the `keep` end ("first" or "last").
-
-  Args:
-    tokens: RaggedTensor [batch, (time)].
-
-  Returns:
-    RaggedTensor [batch, (at most max_length)].
-  """
-  return tokens[:, -max_length:] if keep == "last" else tokens[:, :max_length]
 
 
 def _stateless_shuffle(index, max_index, seed):

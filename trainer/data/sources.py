@@ -18,8 +18,10 @@ import zlib
 from absl import logging
 import tensorflow as tf
 
-from trainer import storage
+from trainer.config import option
+from trainer.config import Options
 from trainer.errors import UserInputError
+from trainer import storage
 
 CANONICAL_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 # The upstream tarball's sha256, as registered by tensorflow_datasets for imdb_reviews.
@@ -62,6 +64,25 @@ def sha256_of_file(path):
     while block := f.read(1 << 20):
       digest.update(block)
   return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceOptions(Options):
+  """Where the IMDB reviews come from (the flags of every command that prepares data)."""
+  input: str = option("", "aclImdb .tar.gz (local or gs://), extracted aclImdb folder, 'tfds', "
+                      "or empty to download the canonical tarball.")
+  tfds_data_dir: str | None = option(None, "TFDS data dir for --input=tfds (TFDS default if "
+                                     "unset).")
+  download_dir: str | None = option(None, "Where the downloaded tarball is kept (default "
+                                    "~/.cache/imdb_bilstm).")
+  download_url: str = option(CANONICAL_URL, "URL of the aclImdb tarball.")
+  download_sha256: str = option(CANONICAL_SHA256, "Expected sha256 of the file at "
+                                "--download_url.")
+
+  def read(self):
+    """Reads the corpus these options name."""
+    return read(self.input, tfds_data_dir=self.tfds_data_dir, download_dir=self.download_dir,
+                download_url=self.download_url, download_sha256=self.download_sha256)
 
 
 def read(input_path, tfds_data_dir=None, download_dir=None, download_url=CANONICAL_URL,
@@ -247,28 +268,20 @@ def download(url=CANONICAL_URL, sha256=CANONICAL_SHA256, download_dir=None, time
     logging.info("Using the tarball downloaded before: %s", path)
     return path
   os.makedirs(download_dir, exist_ok=True)
-  partial = storage.temporary_name(path)
   digest = hashlib.sha256()
   logging.info("Downloading %s to %s", url, path)
-  try:
-    with urllib.request.urlopen(url, timeout=timeout_seconds) as response, open(partial, "wb") as f:
-      while block := response.read(1 << 20):
-        digest.update(block)
-        f.write(block)
-  except (urllib.error.URLError, OSError) as e:
-    _remove_if_exists(partial)
-    raise UserInputError(f"Could not download {url} ({e}); this machine may be offline. "
-                         f"{_HOW_TO_PASS_A_LOCAL_COPY}.") from e
-  if digest.hexdigest() != sha256:
-    _remove_if_exists(partial)
-    raise UserInputError(f"The file downloaded from {url} has sha256 {digest.hexdigest()}, not "
-                         f"the expected {sha256}: it is corrupt or not the aclImdb tarball. "
-                         f"Retry, or {_HOW_TO_PASS_A_LOCAL_COPY}.")
-  os.replace(partial, path)
+  with storage.atomic_path(path) as partial:  # A failed download leaves no file behind.
+    try:
+      with (urllib.request.urlopen(url, timeout=timeout_seconds) as response,
+            open(partial, "wb") as f):
+        while block := response.read(1 << 20):
+          digest.update(block)
+          f.write(block)
+    except (urllib.error.URLError, OSError) as e:
+      raise UserInputError(f"Could not download {url} ({e}); this machine may be offline. "
+                           f"{_HOW_TO_PASS_A_LOCAL_COPY}.") from e
+    if digest.hexdigest() != sha256:
+      raise UserInputError(f"The file downloaded from {url} has sha256 {digest.hexdigest()}, "
+                           f"not the expected {sha256}: it is corrupt or not the aclImdb "
+                           f"tarball. Retry, or {_HOW_TO_PASS_A_LOCAL_COPY}.")
   return path
-
-
-def _remove_if_exists(path):
-  """Deletes a local file if it is there."""
-  if os.path.exists(path):
-    os.remove(path)

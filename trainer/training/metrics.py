@@ -3,8 +3,6 @@
 import keras
 import numpy as np
 
-METRIC_NAMES = ("accuracy", "loss", "auc", "precision", "recall")
-
 
 def classification_metrics(probabilities, labels, losses):
   """Accuracy, loss, AUC, precision and recall of binary predictions.

@@ -8,8 +8,8 @@ import re
 import tensorflow as tf
 
 from trainer import errors
-from trainer import storage
 from trainer.errors import UserInputError
+from trainer import storage
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -25,7 +25,7 @@ def shard_file_name(split, index, count):
 
 def is_dataset_file(name):
   """Whether a file name is one that `prepare` writes (or a leftover temporary of one)."""
-  name = name.split(storage.TEMP_MARKER)[0]
+  name = storage.final_name(name)
   return name in (METADATA_FILE, VOCABULARY_FILE) or bool(_SHARD_FILE.match(name))
 
 

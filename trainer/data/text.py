@@ -91,6 +91,18 @@ def encode(texts, table):
   return lookup_tokens(tokenize(texts), table)
 
 
+def truncate(tokens, max_length, keep):
+  """Keeps at most `max_length` tokens of each row, from the `keep` end ("first" or "last").
+
+  Args:
+    tokens: RaggedTensor [batch, (time)].
+
+  Returns:
+    RaggedTensor [batch, (at most max_length)].
+  """
+  return tokens[:, -max_length:] if keep == "last" else tokens[:, :max_length]
+
+
 def build_vocabulary(token_counts, vocab_size):
   """Picks the most frequent tokens after the reserved ones.
 

@@ -1,0 +1,150 @@
+"""What every command shares: flags made from option dataclasses, and running a main.
+
+Each field of an option dataclass (the `config` sections, `sources.SourceOptions`,
+`resolve.ClusterOptions`) is a flag of the same name, unset by default; the values given on the
+command line replace the fields of a base value (a preset, or the dataclass's defaults).
+"""
+
+import dataclasses
+import sys
+import types
+import typing
+
+from absl import app
+from absl import flags
+
+from trainer.cluster import resolve
+from trainer.cluster import strategy as strategy_lib
+from trainer import config as config_lib
+from trainer.data import sources
+from trainer import errors
+from trainer.errors import UserInputError
+
+FLAGS = flags.FLAGS
+_DEFINERS = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+             str: flags.DEFINE_string}
+
+
+def _value_type(field):
+  """The type of a field's values, without `| None`; a tuple field gives tuple."""
+  if isinstance(field.type, types.UnionType):
+    return next(arg for arg in typing.get_args(field.type) if arg is not type(None))
+  return typing.get_origin(field.type) or field.type
+
+
+def define_option_flags(option_class, default_note=None):
+  """Defines one flag per field of `option_class`, unset (None) unless given.
+
+  Args:
+    option_class: a dataclass whose fields are made with `config.option`.
+    default_note: what an unset flag means, when not the field's default (e.g. the preset's).
+  """
+  for field in dataclasses.fields(option_class):
+    help_text = field.metadata.get("help", "")
+    if field.metadata.get("choices"):
+      help_text += f" One of {', '.join(field.metadata['choices'])}."
+    default = field.default
+    if isinstance(default, tuple):
+      default = ",".join(map(str, default)) or "none"
+    if default is not None:
+      help_text += f" ({default_note or 'default'}: {default})"
+    value_type = _value_type(field)
+    if value_type is tuple:
+      flags.DEFINE_list(field.name, None, help_text)
+    else:
+      _DEFINERS[value_type](field.name, None, help_text)
+    if field.metadata.get("required"):
+      flags.mark_flag_as_required(field.name)
+
+
+def _flag_value(field):
+  """The value given for a field's flag, converted to the field's type; None when unset."""
+  value = FLAGS[field.name].value
+  if value is None or _value_type(field) is not tuple:
+    return value
+  element_type = typing.get_args(field.type)[0]
+  try:
+    return tuple(element_type(item) for item in value)
+  except ValueError as e:
+    raise UserInputError(f"--{field.name}={','.join(value)}: give comma-separated "
+                         f"{element_type.__name__} values, such as 64,64.") from e
+
+
+def options_from_flags(base):
+  """`base` (an option dataclass) with the fields given on the command line replaced.
+
+  Raises:
+    UserInputError: naming the flag whose value cannot work.
+  """
+  given = {field.name: _flag_value(field) for field in dataclasses.fields(base)}
+  return _checked(dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None}))
+
+
+def _checked(options):
+  """`options` after its `check()`; a ValueError becomes a UserInputError naming the flag."""
+  try:
+    options.check()
+  except ValueError as e:
+    raise UserInputError(f"--{e}") from e
+  return options
+
+
+def define_run_flags():
+  """Defines the flags of the commands that train: config, source and cluster."""
+  define_config_flags()
+  define_option_flags(sources.SourceOptions)
+  define_option_flags(resolve.ClusterOptions)
+
+
+def define_config_flags():
+  """Defines --preset and one flag per field of every Config section."""
+  flags.DEFINE_enum("preset", "default", config_lib.preset_names(),
+                    "Named configuration to start from (trainer/configs/); every field can be "
+                    "overridden by its flag.")
+  for section in dataclasses.fields(config_lib.Config):
+    define_option_flags(section.type, default_note="preset's value if unset; Config default")
+
+
+def config_from_flags():
+  """The preset named by --preset with the fields given on the command line replaced."""
+  preset = config_lib.get_preset(FLAGS.preset)
+  return _checked(dataclasses.replace(preset, **{
+      section.name: options_from_flags(getattr(preset, section.name))
+      for section in dataclasses.fields(config_lib.Config)}))
+
+
+def strategy_from_flags(config):
+  """The strategy of --strategy and the cluster flags; create it before any other TF op."""
+  return strategy_lib.build_strategy(config.run.strategy,
+                                     options_from_flags(resolve.ClusterOptions()))
+
+
+def source_from_flags():
+  """The reviews named by the source flags (--input, ...)."""
+  return options_from_flags(sources.SourceOptions()).read()
+
+
+def run(main, takes_arguments=False):
+  """Runs a command's `main()`, or `main(arguments)` if it `takes_arguments`.
+
+  Positional arguments of a command that takes none are refused. A UserInputError exits with
+  one line and code 2; `Preempted` and `PeerLost` with code 42 (restart the job).
+  """
+
+  def main_reporting_errors(argv):
+    """Calls `main`, printing these errors as one clear line instead of a traceback."""
+    try:
+      if takes_arguments:
+        main(argv[1:])
+      elif len(argv) > 1:
+        raise UserInputError(f"Unexpected arguments {argv[1:]}; every option is a --flag.")
+      else:
+        main()
+    except UserInputError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(errors.USER_ERROR_EXIT_CODE)
+    except (errors.Preempted, errors.PeerLost) as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(errors.RESTART_EXIT_CODE)
+
+  app.run(main_reporting_errors)

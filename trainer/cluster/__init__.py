@@ -1,0 +1,1 @@
+"""Clusters: which workers take part, the distribution strategy, and preemption."""

@@ -1,0 +1,1 @@
+"""Data: IMDB sources -> tokenizer + vocabulary -> sharded TFRecords -> the tf.data pipeline."""

@@ -1,0 +1,1 @@
+"""Serving: the export on raw text, predictions, and promotion to production."""

@@ -1,0 +1,1 @@
+"""Training: the model, the step and loop library (no flags), checkpoints and outputs."""

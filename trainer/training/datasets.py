@@ -1,0 +1,119 @@
+"""The data of a run: the prepared dataset's facts, and its distributed train and eval batches."""
+
+import dataclasses
+import math
+
+from absl import logging
+
+from trainer import config as config_lib
+from trainer.data import input_pipeline
+from trainer.data import prepare
+from trainer.data import prepared_dataset
+from trainer.errors import UserInputError
+from trainer import storage
+from trainer.training import workdir as workdir_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """The dataset a run trains on, and the schedule it implies."""
+  config: config_lib.Config  # The config, its vocab_size fitted to the dataset.
+  metadata: dict | None  # metadata.json of the prepared dataset; None with synthetic data.
+  identity: dict | None  # What checkpoints depend on (`workdir.data_identity`).
+  steps_per_epoch: int
+  total_steps: int  # Of the whole schedule.
+  end_step: int  # Where this run stops (--max_steps).
+  eval_every_steps: int
+
+
+def with_prepared_data(config, source, workdir, num_workers):
+  """`config` with a data_dir: the source prepared into <workdir>/data when none is given.
+
+  Args:
+    config: a `config.Config`; its data section says how to prepare.
+    source: `sources.SourceOptions` naming the reviews.
+    workdir: the run's folder.
+    num_workers: processes that will train (only a single one may prepare on its own).
+  """
+  if config.run.data_dir or config.run.synthetic_data:
+    return config
+  if num_workers > 1:
+    raise UserInputError("A multi-worker job needs --data_dir: prepare the data once "
+                         "(python -m trainer.prepare --output_dir=gs://...) and pass it.")
+  data_dir = storage.join(workdir, "data")
+  prepare.prepare_unless_present(source.read, data_dir, config.data)
+  return config_lib.override(config, data_dir=data_dir)
+
+
+def resolve_data(config):
+  """Reads the dataset's metadata, fits the vocabulary size to it, and plans the steps.
+
+  Returns:
+    A `RunData`.
+  """
+  run = config.run
+  metadata = identity = None
+  if run.synthetic_data:
+    train_examples = run.synthetic_steps * config.training.global_batch_size
+  elif not run.data_dir:
+    raise UserInputError("Give --data_dir=<a prepared dataset> (python -m trainer.prepare "
+                         "makes one), or --synthetic_data.")
+  else:
+    metadata = prepared_dataset.load_metadata(run.data_dir)
+    if config.data.vocab_size > metadata["vocab_size"]:
+      logging.info("The dataset has %d ids; using them all (vocab_size %d asked).",
+                   metadata["vocab_size"], config.data.vocab_size)
+      config = config_lib.override(config, vocab_size=metadata["vocab_size"])
+    identity = workdir_lib.data_identity(run.data_dir, metadata)
+    train_examples = metadata["splits"]["train"]["examples"]
+  batch = config.training.global_batch_size
+  steps_per_epoch = max(1, train_examples // batch)
+  total_steps = (run.synthetic_steps if run.synthetic_data
+                 else max(1, math.ceil(config.training.epochs * train_examples / batch)))
+  return RunData(config, metadata, identity, steps_per_epoch, total_steps,
+                 end_step=min(total_steps, run.max_steps or total_steps),
+                 eval_every_steps=run.eval_every_steps or steps_per_epoch)
+
+
+def build_datasets(strategy, data, start_step):
+  """The distributed training data (from `start_step` on) and evaluation data.
+
+  Args:
+    strategy: a `tf.distribute.Strategy`.
+    data: the `RunData`.
+    start_step: the step the training data starts at.
+
+  Returns:
+    (training dataset, {"validation": ..., "test": ...} or {} with synthetic data).
+  """
+  config = data.config
+  per_replica_batch_size = config.training.global_batch_size // strategy.num_replicas_in_sync
+
+  def split_files(split):
+    """The shards of a split."""
+    return prepared_dataset.split_files(config.run.data_dir, split, data.metadata)
+
+  def training_dataset(context):
+    """This worker's training batches, from the restored step on."""
+    if config.run.synthetic_data:
+      return input_pipeline.make_synthetic_dataset(
+          per_replica_batch_size, config.input.max_length, config.data.vocab_size,
+          seed=config.training.seed)
+    return input_pipeline.make_dataset(
+        split_files("train"), per_replica_batch_size, training=True,
+        max_length=config.input.max_length, keep=config.input.keep, seed=config.training.seed,
+        input_context=context, start_step=start_step,
+        sort_window_batches=config.input.sort_window_batches)
+
+  def evaluation_dataset(split):
+    """This worker's evaluation batches, then fillers until every worker is done."""
+    return strategy.distribute_datasets_from_function(
+        lambda context: input_pipeline.make_dataset(
+            split_files(split), config.run.eval_batch_size, training=False,
+            max_length=config.input.max_length, keep=config.input.keep, input_context=context,
+            endless=True))
+
+  training = strategy.distribute_datasets_from_function(training_dataset)
+  if config.run.synthetic_data:
+    return training, {}
+  return training, {split: evaluation_dataset(split) for split in ("validation", "test")}

@@ -1,0 +1,276 @@
+"""`train_and_evaluate(config, workdir)`: trains, evaluates and exports; it reads no flags.
+
+  from trainer import config
+  from trainer.training import train_lib
+  train_lib.train_and_evaluate(
+      config.override(config.get_preset("local"), data_dir="/tmp/imdb_prepared"), "/tmp/run")
+
+One custom loop serves every strategy (one device, MirroredStrategy, MultiWorkerMirroredStrategy);
+Keras `fit` is not used because it fails under MultiWorkerMirroredStrategy on this stack. A run
+started again on the same workdir resumes at the exact step of its last readable checkpoint: the
+data position is recomputed from the step. SIGTERM saves the current step and raises
+`errors.Preempted` (see `cluster.preemption`). Only the chief writes to the workdir:
+checkpoints/, tensorboard/, config.json, metrics.json and export/ (see `serving.export`).
+"""
+
+import contextlib
+import dataclasses
+import sys
+import time
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from trainer.cluster import preemption
+from trainer.cluster import strategy as strategy_lib
+from trainer import config as config_lib
+from trainer.data import prepared_dataset
+from trainer.data import text
+from trainer import errors
+from trainer.errors import UserInputError
+from trainer.serving import export
+from trainer import storage
+from trainer.training import checkpoints as checkpoints_lib
+from trainer.training import datasets
+from trainer.training import model as model_lib
+from trainer.training import optimization
+from trainer.training import steps
+from trainer.training import train_log
+from trainer.training import tuning
+from trainer.training import workdir as workdir_lib
+
+# What a multi-worker step raises when a peer dies (connection reset) or stops answering (the
+# coordination service's missed heartbeats, about 10 s).
+_PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                  tf.errors.AbortedError)
+
+
+def train_and_evaluate(config, workdir, strategy=None):
+  """Trains, evaluates on validation each epoch and on test at the end, and writes results.
+
+  Args:
+    config: a `config.Config`; `config.run.data_dir` names the prepared dataset.
+    workdir: output folder (local or gs://); an existing run there is resumed.
+    strategy: a `tf.distribute.Strategy`; built from `config.run.strategy` when None.
+
+  Returns:
+    The results also written to <workdir>/metrics.json.
+
+  Raises:
+    errors.Preempted: after SIGTERM, once the checkpoint of the current step is saved.
+    errors.PeerLost: when another worker of a multi-worker job is lost.
+  """
+  strategy = strategy or strategy_lib.build_strategy(config.run.strategy)
+  locations = workdir_lib.output_locations(workdir)
+  chief = strategy_lib.is_chief(strategy)
+  with (_debug_mode(config.run.debug), preemption.sigterm_flag() as sigterm,
+        checkpoints_lib.worker_checkpoint_dir(chief, locations.checkpoints) as checkpoint_dir):
+    try:
+      return _train_and_evaluate(config, locations, strategy, checkpoint_dir, sigterm)
+    except tf.errors.DataLossError as e:  # A TFRecord failed its checksum or is truncated.
+      if not config.run.data_dir:
+        raise
+      raise prepared_dataset.corrupt_data_error(config.run.data_dir, e) from e
+    except _PEER_FAILURES as e:  # Collectives aborted: a peer died or missed its heartbeats.
+      if strategy_lib.num_workers(strategy) == 1:
+        raise
+      raise errors.PeerLost(e) from e
+
+
+@dataclasses.dataclass
+class _Run:
+  """What a run's loop works with, built once by `_build_run`."""
+  config: config_lib.Config  # Fitted to the data.
+  data: datasets.RunData
+  strategy: tf.distribute.Strategy
+  chief: bool
+  precision: str
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  checkpoints: checkpoints_lib.RunCheckpoints
+  start_step: int
+  history: list  # The log records of the run so far, resumed ones included.
+
+
+def _train_and_evaluate(config, locations, strategy, checkpoint_dir, sigterm):
+  """`train_and_evaluate` inside its contexts; `sigterm` is set when SIGTERM arrives."""
+  wall_start = time.perf_counter()
+  run = _build_run(config, locations, strategy, checkpoint_dir)
+  train_data, evaluations = datasets.build_datasets(strategy, run.data, run.start_step)
+  train_step = steps.build_train_step(strategy, run.model, run.optimizer, run.config.training,
+                                      train_data.element_spec)
+  evaluate = _build_evaluate(run, evaluations)
+  on_preemption = preemption.CheckpointOnPreemption(
+      strategy, run.checkpoints.manager, sigterm,
+      multi_worker=strategy_lib.num_workers(strategy) > 1)
+  writer = (tf.summary.create_file_writer(locations.tensorboard) if run.chief
+            else tf.summary.create_noop_writer())
+  with writer.as_default():
+    train_seconds = _train(run, train_step, iter(train_data), evaluate, on_preemption)
+    results = _results(run, train_seconds)
+    if evaluations:
+      results["validation"] = _last_validation(run) or evaluate("validation")
+      results["test"] = evaluate("test")
+      train_log.log_evaluation("test", results["test"], results["step"])
+  results["final_weights_sha256"] = workdir_lib.weights_sha256(run.model)
+  logging.info("Final weights sha256 (identical on every worker): %s",
+               results["final_weights_sha256"])
+  if evaluations:
+    _export_and_report(run, results, locations)
+  results["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
+  if run.chief:
+    storage.write_json_atomically(locations.file(workdir_lib.METRICS_FILE), results)
+  return results
+
+
+def _build_run(config, locations, strategy, checkpoint_dir):
+  """Checks the settings, reads the data, builds the model and restores the newest checkpoint."""
+  config.check()
+  chief = strategy_lib.is_chief(strategy)
+  replicas = strategy.num_replicas_in_sync
+  if config.training.global_batch_size % replicas:
+    raise UserInputError(
+        f"--global_batch_size={config.training.global_batch_size} does not divide evenly among "
+        f"{replicas} replicas; use a multiple of {replicas}.")
+  if config.run.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.utils.set_random_seed(config.training.seed)
+  if chief:
+    workdir_lib.check_writable(locations.workdir)
+  data = datasets.resolve_data(config)
+  config = data.config
+  precision = optimization.resolve_precision(config.run.precision)
+  model, optimizer = optimization.build_model_and_optimizer(strategy, config, data.total_steps,
+                                                            precision)
+  run_checkpoints = checkpoints_lib.RunCheckpoints(model, optimizer, checkpoint_dir,
+                                                   config.run.keep_checkpoints)
+  if checkpoints_lib.checkpoints_newest_first(locations.checkpoints):
+    workdir_lib.check_resumable(locations, config, data.identity)
+  start_step = run_checkpoints.restore_newest_readable(locations.checkpoints)
+  # Records past the restored step belong to an interrupted run: its steps are run again.
+  history = [record for record in workdir_lib.previous_results(locations).get("history", [])
+             if start_step and record["step"] <= start_step]
+  cudnn_problems = model_lib.cudnn_ineligibility(model)
+  logging.info("Model: %d parameters; %s; precision %s.", model.count_params(),
+               "eligible for the fused cuDNN kernel on GPU" if not cudnn_problems else
+               f"NOT eligible for cuDNN: {cudnn_problems}", precision)
+  if chief:
+    storage.write_json_atomically(
+        locations.file(workdir_lib.RUN_RECORD_FILE),
+        workdir_lib.run_record(config, data.identity, precision=precision,
+                               total_steps=data.total_steps,
+                               steps_per_epoch=data.steps_per_epoch))
+  return _Run(config, data, strategy, chief, precision, model, optimizer, run_checkpoints,
+              start_step, history)
+
+
+def _build_evaluate(run, evaluations):
+  """evaluate(split) -> metrics of a split, computed with the evaluation (EMA) weights."""
+  if not evaluations:
+    return None
+  eval_step = steps.build_eval_step(run.strategy, run.model,
+                                    evaluations["validation"].element_spec)
+
+  def evaluate(split):
+    """Metrics of `split` on the evaluation weights."""
+    with steps.evaluation_weights(run.model, run.optimizer):
+      return steps.evaluate(eval_step, evaluations[split])
+
+  return evaluate
+
+
+def _train(run, train_step, batches, evaluate, on_preemption):
+  """Runs the steps from the restored one to the end, with logs, validation and checkpoints.
+
+  Returns:
+    Seconds spent in training steps (input included, evaluation and saving not).
+  """
+  config, data = run.config.run, run.data
+  log = train_log.TrainLog(data.total_steps, run.start_step, run.config.training.global_batch_size,
+                           show_progress_bar=run.chief and sys.stdout.isatty())
+  logging.info("Training steps %d to %d of %d (%d per epoch), global batch %d on %d replicas.",
+               run.start_step, data.end_step, data.total_steps, data.steps_per_epoch,
+               run.config.training.global_batch_size, run.strategy.num_replicas_in_sync)
+  train_seconds = 0.0
+  for current in range(run.start_step + 1, data.end_step + 1):
+    step_start = time.perf_counter()
+    batch = next(batches)
+    input_seconds = time.perf_counter() - step_start
+    loss_sum, correct = train_step(batch)
+    run.checkpoints.step.assign(current)
+    train_seconds += time.perf_counter() - step_start
+    log.add(current, loss_sum, correct, input_seconds)
+    is_last = current == data.end_step
+    save = current % config.checkpoint_every_steps == 0 or is_last
+    validate = evaluate and (current % data.eval_every_steps == 0 or is_last)
+    if current % config.log_every_steps == 0 or save or validate:  # NaN is caught before a save.
+      record = {"step": current, "epoch": round(current / data.steps_per_epoch, 3),
+                "train": log.flush(current, optimization.current_learning_rate(run.optimizer))}
+      if validate:
+        record["validation"] = evaluate("validation")
+        train_log.log_evaluation("validation", record["validation"], current)
+      run.history.append(record)
+    if save:
+      run.checkpoints.save(current)
+    on_preemption.after_step(current)
+  return train_seconds
+
+
+def _last_validation(run):
+  """The validation metrics of this segment's last step, if it trained and validated there."""
+  trained = run.data.end_step > run.start_step
+  return run.history[-1].get("validation") if trained and run.history else None
+
+
+def _results(run, train_seconds):
+  """The results of the run, before evaluation."""
+  trained_steps = run.data.end_step - run.start_step
+  batch = run.config.training.global_batch_size
+  return {
+      "history": run.history, "config": dataclasses.asdict(run.config),
+      "versions": workdir_lib.versions(), "data": run.data.identity, "precision": run.precision,
+      "parameters": run.model.count_params(),
+      "cudnn_eligible": not model_lib.cudnn_ineligibility(run.model),
+      "start_step": run.start_step, "step": max(run.data.end_step, run.start_step),
+      "total_steps": run.data.total_steps,
+      "strategy": {"name": type(run.strategy).__name__,
+                   "workers": strategy_lib.num_workers(run.strategy),
+                   "replicas": run.strategy.num_replicas_in_sync},
+      "examples_per_s": round(trained_steps * batch / train_seconds, 1) if trained_steps > 0
+                        else None}
+
+
+def _export_and_report(run, results, locations):
+  """The chief exports the evaluation weights and reports to a Vertex tuning job."""
+  with steps.evaluation_weights(run.model, run.optimizer):  # On every worker: mirrored weights.
+    serving_weights = run.model.get_weights()
+  if not run.chief:
+    return
+  metadata = run.data.metadata
+  vocabulary = text.load_vocabulary(storage.join(run.config.run.data_dir,
+                                                 metadata["vocab_file"]))
+  classifier = export.build_classifier(run.config, serving_weights, vocabulary)
+  facts = {key: results[key] for key in ("test", "validation", "config", "versions", "data",
+                                          "step", "precision")}
+  results["export"] = export.export(classifier, locations.export, facts,
+                                    versioned=locations.versioned_export)
+  logging.info("Exported the model for serving to %s.", results["export"])
+  if tuning.is_tuning_trial():
+    metric = run.config.run.tuning_metric
+    tuning.report_tuning_metric(metric, results["validation"][metric], results["step"])
+
+
+@contextlib.contextmanager
+def _debug_mode(enabled):
+  """Inside the block, when enabled: tf.functions run eagerly and every op checks for NaN."""
+  if not enabled:
+    yield
+    return
+  tf.config.run_functions_eagerly(True)
+  tf.debugging.enable_check_numerics()
+  try:
+    yield
+  finally:
+    tf.debugging.disable_check_numerics()
+    tf.config.run_functions_eagerly(False)

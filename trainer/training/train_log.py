@@ -1,0 +1,77 @@
+"""The training log: a line every few steps, TensorBoard scalars, and the NaN stop."""
+
+import math
+import time
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from trainer.errors import UserInputError
+
+
+class TrainingDiverged(UserInputError):
+  """The loss became NaN or infinite."""
+
+
+class TrainLog:
+  """Accumulates step statistics between log lines and writes the line and summaries."""
+
+  def __init__(self, total_steps, start_step, global_batch_size, show_progress_bar):
+    """Starts the first interval at `start_step`."""
+    self.total_steps = total_steps
+    self.global_batch_size = global_batch_size
+    self.progress_bar = keras.utils.Progbar(total_steps) if show_progress_bar else None
+    self._reset(start_step)
+
+  def _reset(self, step):
+    """Starts a new interval at `step`."""
+    self.interval_start_step = step
+    self.interval_start_time = time.perf_counter()
+    self.input_seconds = 0.0
+    self.loss_sum = self.correct = 0
+
+  def add(self, step, loss_sum, correct, input_seconds):
+    """Adds one step's (device) statistics without waiting for them."""
+    self.loss_sum += loss_sum
+    self.correct += correct
+    self.input_seconds += input_seconds
+    if self.progress_bar:
+      self.progress_bar.update(step)
+
+  def flush(self, step, learning_rate):
+    """Logs the interval ending at `step`; returns its statistics. Raises on a NaN loss."""
+    seconds = time.perf_counter() - self.interval_start_time
+    steps = step - self.interval_start_step
+    examples = steps * self.global_batch_size
+    loss = float(self.loss_sum) / max(examples, 1)
+    if not math.isfinite(loss):
+      raise TrainingDiverged(
+          f"The training loss became {loss} between steps {self.interval_start_step} and {step}. "
+          "The last good checkpoint is kept. Lower --learning_rate, set --clip_norm, or use "
+          "--precision=float32; --debug finds the first op that goes non-finite.")
+    stats = {"step": step, "loss": round(loss, 5),
+             "accuracy": round(float(self.correct) / max(examples, 1), 5),
+             "examples_per_s": round(examples / max(seconds, 1e-9), 1),
+             "input_wait_fraction": round(self.input_seconds / max(seconds, 1e-9), 4),
+             "learning_rate": learning_rate}
+    eta = (self.total_steps - step) * seconds / max(steps, 1)
+    logging.info("train | step: %d/%d | loss: %.4f | accuracy: %.4f | steps/sec: %.2f | "
+                 "examples/s: %.1f | input wait: %.1f%% | lr: %.3g | ETA: %s", step,
+                 self.total_steps, stats["loss"], stats["accuracy"], steps / max(seconds, 1e-9),
+                 stats["examples_per_s"],
+                 100 * stats["input_wait_fraction"], learning_rate,
+                 time.strftime("%H:%M:%S", time.gmtime(eta)))
+    with tf.name_scope("train"):
+      for name in ("loss", "accuracy", "examples_per_s", "input_wait_fraction", "learning_rate"):
+        tf.summary.scalar(name, stats[name], step=step)
+    self._reset(step)
+    return stats
+
+
+def log_evaluation(split, results, step):
+  """Logs an evaluation and writes its TensorBoard scalars."""
+  logging.info("%s | step: %d | %s", split, step, results)
+  with tf.name_scope(split):
+    for name, value in results.items():
+      tf.summary.scalar(name, value, step=step)
