@@ -10,6 +10,7 @@ from absl import flags
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPOSITORY)  # The generator of IMDB-like reviews lives with the tests.
 from tests import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 DEFAULT_DATA = os.path.normpath(
     os.path.join(REPOSITORY, "..", "shared", "data", "aclImdb_v1_labeled.tar.gz"))
 
@@ -45,3 +46,10 @@ def prepare(tarball, output_dir):
   subprocess.run([sys.executable, "-m", "trainer.prepare", f"--input={tarball}",
                   f"--output_dir={output_dir}"], check=True, cwd=REPOSITORY)
   return time.perf_counter() - start
+
+
+def write_result(name, summary):
+  """Writes a benchmark's summary to benchmarks/results/<name>, the file the docs cite."""
+  folder = os.path.join(REPOSITORY, "benchmarks", "results")
+  os.makedirs(folder, exist_ok=True)
+  storage.write_json_atomically(os.path.join(folder, name), summary)

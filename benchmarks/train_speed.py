@@ -55,13 +55,15 @@ class OursRunner:
     self.step = steps_lib.build_train_step(strategy, model, optimizer, config.training,
                                            data.element_spec)
     self.iterator = iter(data)
+    self.steps_done = 0
     self.measure(FLAGS.warmup_steps)
 
   def measure(self, steps):
     """Examples/s over the next `steps` steps."""
     start = time.perf_counter()
     for _ in range(steps):
-      loss_sum, _ = self.step(next(self.iterator))
+      self.steps_done += 1
+      loss_sum, _ = self.step(next(self.iterator), self.steps_done)
     float(loss_sum)  # Waits for the last step.
     return steps * self.global_batch_size / (time.perf_counter() - start)
 

@@ -171,3 +171,21 @@ def test_bad_arguments_are_refused(tmp_path):
     input_pipeline.make_dataset(files, 0, training=True, max_length=10)
   with pytest.raises(ValueError, match="No TFRecord files"):
     input_pipeline.make_dataset([], 4, training=True, max_length=10)
+
+
+@pytest.mark.parametrize("num_reviews,batch_size,replicas,window", [
+    (37, 4, 1, 3), (37, 2, 2, 3),  # Windows of 12 that epochs share.
+    (37, 5, 1, 1),  # Windows of one step.
+    (23, 3, 2, 5),  # Windows lowered to 2 steps, to fit in half the reviews.
+    (11, 4, 2, 2)])  # Steps of 8 of 11 reviews: one permutation for all epochs.
+def test_no_step_holds_a_review_twice(tmp_path, num_reviews, batch_size, replicas, window):
+  """Over many epochs, the reviews of a step (all replicas) are distinct."""
+  files = write_reviews(tmp_path, num_reviews, length=lambda i: 1 + i % 3)  # Many equal lengths.
+  context = tf.distribute.InputContext(num_replicas_in_sync=replicas)
+  batches = take(input_pipeline.make_dataset(files, batch_size, training=True, max_length=100,
+                                             input_context=context, sort_window_batches=window),
+                 300 * replicas)
+  ids = [review_ids(tokens) for tokens, _ in batches]
+  for start in range(0, len(ids), replicas):
+    step = sum(ids[start:start + replicas], [])
+    assert len(set(step)) == len(step), (start // replicas, step)

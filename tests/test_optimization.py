@@ -1,8 +1,9 @@
 """The optimizer: the two private Keras APIs the train step relies on, pinned, and the schedule.
 
-`optimization.AppliesGradientsAsGiven` overrides Keras' `_all_reduce_sum_gradients`, and
-evaluation reads the EMA weights from `_model_variables_moving_average`. A Keras upgrade that
-changes either must fail here, not silently double the gradient or evaluate the wrong weights.
+`optimization.TrainerOptimizer` overrides Keras' `_all_reduce_sum_gradients` and
+`_update_model_variables_moving_average`, and evaluation reads the EMA weights from
+`_model_variables_moving_average`. A Keras upgrade that changes them must fail here, not
+silently double the gradient or evaluate the wrong weights.
 """
 
 import keras
@@ -12,10 +13,6 @@ import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer.training import optimization
-
-
-class _SGD(optimization.AppliesGradientsAsGiven, keras.optimizers.SGD):
-  """Plain SGD, where a gradient twice as large moves the weight twice as far."""
 
 
 def apply_ones_on_every_replica(strategy, optimizer):
@@ -36,19 +33,30 @@ def apply_ones_on_every_replica(strategy, optimizer):
 def test_keras_sums_gradients_inside_apply_and_the_override_stops_it(mirrored):
   """On 2 replicas Keras' SGD adds both replicas' gradients; ours applies the one it is given."""
   assert apply_ones_on_every_replica(mirrored, keras.optimizers.SGD(1.0)) == -2.0
-  assert apply_ones_on_every_replica(mirrored, _SGD(1.0, name="sgd_as_given")) == -1.0
+  sgd = config_lib.TrainingConfig(optimizer="sgd", learning_rate=1.0, schedule="constant",
+                                  warmup_steps=0, clip_norm=0.0, ema_momentum=0.0)
+  ours = optimization.build_optimizer(sgd, total_steps=1, precision="float32")
+  assert apply_ones_on_every_replica(mirrored, ours) == -1.0
 
 
-def test_moving_averages_are_where_evaluation_reads_them():
-  """The EMA variables follow Keras' rule: the weight after step 1, then momentum averaging."""
+def test_moving_averages_warm_up_where_evaluation_reads_them():
+  """The EMA copies step 1's weight, then moves with momentum min(m, (1 + t) / (10 + t))."""
   weight = tf.Variable([1.0])
-  optimizer = keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5)
+  sgd = config_lib.TrainingConfig(optimizer="sgd", learning_rate=1.0, schedule="constant",
+                                  warmup_steps=0, clip_norm=0.0, ema_momentum=0.5)
+  optimizer = optimization.build_optimizer(sgd, total_steps=2, precision="float32")
   optimizer.build([weight])
   averages = optimization.moving_averages(optimizer)
   assert len(averages) == 1 and averages[0].shape == weight.shape
-  optimizer.apply([tf.constant([1.0])], [weight])  # weight 0, average 0 (the first step)
-  optimizer.apply([tf.constant([1.0])], [weight])  # weight -1, average 0.5 * 0 + 0.5 * -1
-  np.testing.assert_allclose(averages[0].numpy(), [-0.5])
+  optimizer.apply([tf.constant([1.0])], [weight])  # weight 0: copied
+  np.testing.assert_allclose(averages[0].numpy(), [0.0])
+  optimizer.apply([tf.constant([1.0])], [weight])  # weight -1; momentum 2/11
+  np.testing.assert_allclose(averages[0].numpy(), [-9 / 11], rtol=1e-6)
+  for _ in range(30):  # Later the momentum is capped at ema_momentum.
+    previous = averages[0].numpy()
+    optimizer.apply([tf.constant([1.0])], [weight])
+  np.testing.assert_allclose(averages[0].numpy(), 0.5 * previous + 0.5 * weight.numpy(),
+                             rtol=1e-6)
   assert optimization.moving_averages(keras.optimizers.SGD(1.0)) is None
 
 

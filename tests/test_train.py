@@ -19,39 +19,14 @@ import tensorflow as tf
 from trainer import config as config_lib
 from trainer.data import input_pipeline
 from trainer.data import prepared_dataset
+from tests.training_testing import checkpoint_weights
+from tests.training_testing import float32_policy  # pylint: disable=unused-import  (a fixture)
+from tests.training_testing import TINY
+from tests.training_testing import train
 from trainer.errors import UserInputError
 from trainer.training import model as model_lib
 from trainer.training import optimization
 from trainer.training import steps as steps_lib
-from trainer.training import train_lib
-from trainer.training import train_log
-
-# Tiny and without dropout, so that runs on different strategies compute the same thing.
-TINY = config_lib.override(
-    config_lib.get_preset("local"), vocab_size=40, global_batch_size=8, dropout=0.0, max_length=40,
-    learning_rate=1e-2, warmup_steps=2, checkpoint_every_steps=4, log_every_steps=2,
-    eval_batch_size=16, sort_window_batches=2)
-
-
-def train(config, workdir, strategy=None, **run):
-  """Runs train_and_evaluate with `config` and these fields of its run section."""
-  return train_lib.train_and_evaluate(config_lib.override(config, **run), str(workdir), strategy)
-
-
-@pytest.fixture(autouse=True)
-def float32_policy():
-  """Restores the float32 policy that a mixed-precision run changes."""
-  yield
-  keras.mixed_precision.set_global_policy("float32")
-
-
-def checkpoint_weights(workdir, config=TINY):
-  """The model weights of the latest checkpoint in <workdir>/checkpoints."""
-  model = model_lib.build_model(config)
-  tf.train.Checkpoint(model=model).restore(
-      tf.train.latest_checkpoint(f"{workdir}/checkpoints")).expect_partial()
-  return [weight.numpy() for weight in model.weights]
-
 
 def assert_same_weights(expected, actual, atol=1e-5):
   """Every weight (in model order) matches within float tolerance."""
@@ -60,25 +35,9 @@ def assert_same_weights(expected, actual, atol=1e-5):
     np.testing.assert_allclose(got, want, atol=atol, err_msg=f"weight {index}")
 
 
-def test_one_step_changes_every_trainable_weight(learnable_dir):
-  """A single real step moves every trainable variable."""
-  strategy = tf.distribute.get_strategy()
-  keras.utils.set_random_seed(0)
-  model, optimizer = optimization.build_model_and_optimizer(strategy, TINY, 10, "float32")
-  files = prepared_dataset.split_files(learnable_dir, "train")
-  data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
-      files, 8, training=True, max_length=40, input_context=context))
-  step = steps_lib.build_train_step(strategy, model, optimizer, TINY.training, data.element_spec)
-  before = [v.numpy().copy() for v in model.trainable_variables]
-  loss_sum, _ = step(next(iter(data)))
-  assert np.isfinite(loss_sum.numpy())
-  for variable, old in zip(model.trainable_variables, before):
-    assert np.any(variable.numpy() != old), variable.path
-
-
 def test_loss_falls_and_results_are_written(tmp_path, learnable_dir):
   """On learnable data the loss falls; metrics.json, config.json, summaries, checkpoints exist."""
-  config = config_lib.override(TINY, epochs=4, eval_every_steps=20)
+  config = config_lib.override(TINY, epochs=4, eval_every_steps=20, profile_steps=(3, 4))
   results = train(config, tmp_path, data_dir=learnable_dir)
   history = results["history"]
   assert history[-1]["train"]["loss"] < 0.5 * history[0]["train"]["loss"]
@@ -90,7 +49,9 @@ def test_loss_falls_and_results_are_written(tmp_path, learnable_dir):
   assert {"tensorflow", "keras"} <= set(written["versions"]) and written["wall_seconds"] > 0
   assert written["examples_per_s"] > 0
   assert json.loads((tmp_path / "config.json").read_text())["config"]["model"]["rnn_units"] == [8]
-  assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  for run in ("", "train", "validation", "test"):  # hparams at the top, a folder per split.
+    assert glob.glob(str(tmp_path / "tensorboard" / run / "events.out.tfevents.*")), run
+  assert glob.glob(str(tmp_path / "tensorboard" / "plugins" / "profile" / "*" / "*.xplane.pb"))
   assert len(glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))) == config.run.keep_checkpoints
 
 
@@ -168,8 +129,8 @@ def test_multi_worker_over_two_processes_matches_one_device(tmp_path, learnable_
   model, optimizer = optimization.build_model_and_optimizer(strategy, TINY, total_steps, "float32")
   data = merged_worker_batches(prepared_dataset.split_files(learnable_dir, "train"), 2, 4, TINY)
   step = steps_lib.build_train_step(strategy, model, optimizer, TINY.training, data.element_spec)
-  for batch in data.take(steps):
-    step(batch)
+  for number, batch in enumerate(data.take(steps), start=1):
+    step(batch, number)
   reference = [weight.numpy() for weight in model.weights]
   assert_same_weights(reference, checkpoint_weights(tmp_path / "run"))
 
@@ -232,30 +193,6 @@ def test_resume_refuses_another_vocabulary_or_config(tmp_path, learnable_dir):
     train(TINY, tmp_path / "run", data_dir=str(other_data))
   with pytest.raises(UserInputError, match=r"other values of \['model.rnn_units'\]"):
     train(config_lib.override(TINY, rnn_units=(4,)), tmp_path / "run", data_dir=learnable_dir)
-
-
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, learnable_dir):
-  """A NaN loss at step 3 stops the run with a clear error; the step-2 checkpoint stays."""
-  real_build = steps_lib.build_train_step
-
-  def build_failing_at_step_3(*args):
-    """The real step, returning NaN from the third call on."""
-    step = real_build(*args)
-    calls = []
-
-    def failing(batch):
-      """One step; NaN loss from the third one."""
-      calls.append(1)
-      loss_sum, correct = step(batch)
-      return (loss_sum * np.nan if len(calls) >= 3 else loss_sum), correct
-
-    return failing
-
-  config = config_lib.override(TINY, checkpoint_every_steps=2, log_every_steps=1)
-  with mock.patch.object(steps_lib, "build_train_step", build_failing_at_step_3):
-    with pytest.raises(train_log.TrainingDiverged, match="loss became nan between steps 2 and 3"):
-      train(config, tmp_path, data_dir=learnable_dir)
-  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
 
 
 def test_debug_mode_runs_eagerly_and_then_restores_graph_mode(tmp_path):

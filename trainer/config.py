@@ -14,13 +14,14 @@ import pkgutil
 
 RNN_CHOICES = ("lstm", "gru")
 POOLING_CHOICES = ("last", "max_mean")
-OPTIMIZER_CHOICES = ("adam", "adamw")
+OPTIMIZER_CHOICES = ("adam", "adamw", "sgd")
 SCHEDULE_CHOICES = ("constant", "cosine")
 DENSE_GRADIENT_CHOICES = ("auto", "always", "never")
 KEEP_CHOICES = ("first", "last")
 STRATEGY_CHOICES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISION_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 METRIC_NAMES = ("accuracy", "loss", "auc", "precision", "recall")
+EXPORT_CHOICES = ("final", "best")
 
 # What a bound in `option(..., bound=...)` allows, and how an error says it.
 _BOUNDS = {
@@ -118,7 +119,8 @@ class TrainingConfig(Options):
                                   "among them.", bound="positive")
   epochs: float = option(3.0, "Passes over the training split (fractions allowed).",
                          bound="positive")
-  optimizer: str = option("adamw", "Optimizer.", choices=OPTIMIZER_CHOICES)
+  optimizer: str = option("adamw", "Optimizer (sgd: plain, without momentum).",
+                          choices=OPTIMIZER_CHOICES)
   learning_rate: float = option(2e-3, "Peak learning rate.", bound="positive")
   schedule: str = option("cosine", "After the warm-up: constant, or cosine decay to 0.",
                          choices=SCHEDULE_CHOICES)
@@ -161,7 +163,24 @@ class RunConfig(Options):
   log_every_steps: int = option(50, "Log line and summaries every this many steps.",
                                 bound="positive")
   tuning_metric: str = option("accuracy", "Validation metric reported to a Vertex AI tuning "
-                              "job.", choices=METRIC_NAMES)
+                              "job, and that picks the best weights.", choices=METRIC_NAMES)
+  export: str = option("final", "Which weights are tested and exported: the final ones, or "
+                       "those of the best validation (by --tuning_metric).",
+                       choices=EXPORT_CHOICES)
+  max_nan_recoveries: int = option(3, "Times a NaN/Inf loss is recovered from (back to the last "
+                                   "checkpoint, past the offending batches) before the run "
+                                   "stops.", bound="nonnegative")
+  profile_steps: tuple[int, ...] = option((), "START,END: write a profiler trace of these "
+                                          "steps to the TensorBoard folder.",
+                                          bound="nonnegative")
+
+  def check(self):
+    """Raises ValueError naming the first field whose value cannot work."""
+    super().check()
+    if self.profile_steps and (len(self.profile_steps) != 2
+                               or self.profile_steps[0] > self.profile_steps[1]):
+      raise ValueError(f"profile_steps={','.join(map(str, self.profile_steps))}: give START,END "
+                       "with START <= END, such as 10,20.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,14 +3,22 @@
 Each input pipeline (one per worker) reads its share of the shards once, keeps its reviews in
 memory as one ragged tensor, and from then on works on whole batches only:
 
-- Training reads an endless stream of examples. Stream position p is review
-  `shuffle(p mod N, seed, epoch = p div N)` of the worker's N reviews, a stateless random
-  permutation per epoch, so every review appears exactly once per epoch and step s always yields
-  the same batch: a run resumed at step s continues the exact sequence (`start_step`).
+- Training reads an endless stream of examples. Stream position p is position p mod N of
+  epoch p div N's order of the worker's N reviews: a stateless random permutation per (seed,
+  epoch), so every review appears exactly once per epoch and step s always yields the same batch:
+  a run resumed at step s continues the exact sequence (`start_step`).
 - Bucketing: the stream is cut into windows of `sort_window_batches` batches; each window is
   sorted by length, cut into batches of reviews of similar length, and its batches are shuffled.
   Batches are padded to their own longest review, so padding is nearly gone, and all of this is a
   few vectorized ops per window instead of per-example work.
+- No step (the batches of all replicas) holds a review twice, as no window does. A window that
+  two epochs share could hold a review of both, so each epoch's last window-size positions put
+  first those of its reviews that the next epoch's share holds: they move to the window before.
+  This needs windows of at most (N + 1) / 2 reviews, so fewer batches than `sort_window_batches`
+  are sorted together when more would not fit. With step <= N < 2 step - 1 reviews, a window is
+  one step and, unless N is one step, all epochs share one permutation, whose N consecutive
+  positions all differ. With fewer reviews than a step, repeats are unavoidable: windows keep
+  their size and nothing moves, as before.
 - A pipeline feeding several replicas (MirroredStrategy) builds each step's batch of
   `per_replica_batch_size * replicas` reviews as one, then hands out consecutive slices, so a
   step sees the same reviews whatever the number of local replicas.
@@ -49,7 +57,8 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
     input_context: `tf.distribute.InputContext` of this pipeline, or None for a single one.
     start_step: training only: the first batch is the one step `start_step` would get.
     sort_window_batches: training only: batches sorted by length together (more: less
-      padding, less randomness in which reviews share a batch).
+      padding, less randomness in which reviews share a batch), lowered to fit in half the
+      reviews of the pipeline (see the module docstring).
     endless: evaluation only: after the reviews, yield filler batches of `per_replica_batch_size`
       reviews with label -1 (to be ignored) forever.
 
@@ -192,29 +201,63 @@ def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, st
     A dataset of int64[batch_size] review indices, one element per replica and step.
   """
   step_size = batch_size * replicas
-  window_size = step_size * sort_window_batches
+  window_steps, one_order = _window_steps(num_reviews, step_size, sort_window_batches)
+  window_size = window_steps * step_size
+
+  def permutation(index, epoch):
+    """Review at each position `index` of epoch `epoch`'s permutation, before its tail moves."""
+    epoch = tf.broadcast_to(tf.where(one_order, tf.zeros_like(epoch), epoch), tf.shape(index))
+    seeds = tf.stack([tf.fill(tf.shape(index), tf.constant(seed, tf.int64)), epoch,
+                      tf.fill(tf.shape(index), tf.constant(_EPOCH_SALT, tf.int64))], axis=1)
+    return _stateless_shuffle(index, num_reviews - 1, seeds)
+
+  def tail(epoch):
+    """Reviews of the last `window_size` positions of `epoch`, in their rearranged order."""
+    shared = -(epoch + 1) * num_reviews % window_size  # Next epoch's share of their window.
+    head = tf.range(tf.maximum(shared, 1))  # Not empty: the op refuses empty indices.
+    in_next_share = tf.math.unsorted_segment_max(
+        tf.cast(head < shared, tf.int32), permutation(head, epoch + 1), num_reviews) > 0
+    reviews = permutation(num_reviews - window_size + tf.range(window_size), epoch)
+    moved = tf.gather(in_next_share, reviews)
+    # The window shared with the next epoch holds its first `shared` (before its tail: not moved)
+    # and our last `window_size - shared`: none of those, as the at most `shared` that are go first.
+    return tf.concat([reviews[moved], reviews[~moved]], 0)
+
+  def window_reviews(position):
+    """Reviews at a window's stream positions, int64[window_size]."""
+    epoch, index = position // num_reviews, position % num_reviews
+    # A window of at most (N + 1) / 2 meets no tail but that of the epoch it starts in; one of
+    # more than N (steps larger than N) moves nothing.
+    in_tail = position - ((epoch[0] + 1) * num_reviews - window_size)
+    in_tail = tf.where((window_size <= num_reviews) & (in_tail < window_size), in_tail, -1)
+    tail_reviews = tf.cond(tf.reduce_max(in_tail) >= 0, lambda: tail(epoch[0]),
+                           lambda: tf.zeros([window_size], tf.int64))
+    return tf.where(in_tail >= 0, tf.gather(tail_reviews, tf.maximum(in_tail, 0)),
+                    permutation(index, epoch))
 
   def window_batches(window):
     """Review indices of a window's per-replica batches, int64[steps * replicas, batch]."""
-    position = window * window_size + tf.range(window_size, dtype=tf.int64)
-    epoch = position // num_reviews
-    seeds = tf.stack([tf.fill([window_size], tf.constant(seed, tf.int64)), epoch,
-                      tf.fill([window_size], tf.constant(_EPOCH_SALT, tf.int64))], axis=1)
-    review = _stateless_shuffle(position % num_reviews,
-                                tf.fill([window_size], num_reviews - 1), seeds)
+    review = window_reviews(window * window_size + tf.range(window_size, dtype=tf.int64))
     review = tf.gather(review, tf.argsort(tf.gather(lengths, review), stable=True))
-    steps = tf.reshape(review, [sort_window_batches, step_size])
-    step_order = _stateless_shuffle(tf.range(sort_window_batches, dtype=tf.int64),
-                                    tf.constant(sort_window_batches - 1, tf.int64),
+    steps = tf.reshape(review, [window_steps, step_size])
+    step_order = _stateless_shuffle(tf.range(window_steps), window_steps - 1,
                                     tf.stack([tf.constant(seed, tf.int64), window,
                                               tf.constant(_BATCH_ORDER_SALT, tf.int64)]))
-    return tf.reshape(tf.gather(steps, step_order), [sort_window_batches * replicas, batch_size])
+    return tf.reshape(tf.gather(steps, step_order), [window_steps * replicas, batch_size])
 
-  first_window, skipped_steps = divmod(start_step, sort_window_batches)
-  return (tf.data.Dataset.range(first_window, tf.int64.max)
+  return (tf.data.Dataset.range(start_step // window_steps, tf.int64.max)
           .map(window_batches)
           .unbatch()
-          .skip(skipped_steps * replicas))
+          .skip(start_step % window_steps * replicas))
+
+
+def _window_steps(num_reviews, step_size, sort_window_batches):
+  """Steps per window and whether all epochs share one permutation (see the module docstring)."""
+  fitting = (num_reviews + 1) // (2 * step_size)  # Most steps in (N + 1) / 2 reviews.
+  too_big = step_size > num_reviews
+  window_steps = tf.where(too_big, tf.constant(sort_window_batches, tf.int64),
+                          tf.clip_by_value(fitting, 1, sort_window_batches))
+  return window_steps, (fitting == 0) & (step_size < num_reviews)
 
 
 def _evaluation_batch_indices(lengths, batch_size):

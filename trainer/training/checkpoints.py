@@ -20,13 +20,24 @@ def _random_generator_states(model):
 
 
 class RunCheckpoints:
-  """Model, optimizer, step and dropout state, saved with a CheckpointManager."""
+  """Model, optimizer, step, data offset and more state, saved with a CheckpointManager."""
 
-  def __init__(self, model, optimizer, directory, keep):
-    """Saves into `directory`, keeping the newest `keep` checkpoints."""
+  def __init__(self, model, optimizer, directory, keep, **more):
+    """Saves into `directory`, keeping the newest `keep` checkpoints.
+
+    Args:
+      model: the Keras model.
+      optimizer: its optimizer.
+      directory: where this worker saves.
+      keep: how many checkpoints are kept.
+      **more: other trackable state to save, by name.
+    """
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    # Batches skipped by NaN recoveries: step s trains on stream position s + data_offset.
+    self.data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
-                                          random_states=_random_generator_states(model))
+                                          data_offset=self.data_offset,
+                                          random_states=_random_generator_states(model), **more)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
 
   def restore_newest_readable(self, directory):

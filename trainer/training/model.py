@@ -9,6 +9,7 @@ from keras import layers
 from keras import ops
 
 from trainer.data import text
+from trainer.training import noise
 
 
 class CapVocabulary(layers.Layer):
@@ -67,17 +68,19 @@ def build_model(config):
   Returns:
     keras.Model from tokens int32[batch, time] (right-padded with 0) to logits float32[batch, 1].
   """
-  vocab_size, seed = config.data.vocab_size, config.training.seed
+  vocab_size, seed, max_length = (config.data.vocab_size, config.training.seed,
+                                  config.input.max_length)
   config = config.model
   tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
   ids = CapVocabulary(vocab_size, name="cap_vocabulary")(tokens)
   x = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True,
                        name="embedding")(ids)
   if config.embedding_dropout:
-    x = layers.SpatialDropout1D(config.embedding_dropout, seed=seed)(x)
+    x = noise.ExampleDropout(config.embedding_dropout, "channel", seed=seed,
+                             name="embedding_dropout")(x)
   if config.word_dropout:
-    x = layers.Dropout(config.word_dropout, noise_shape=(None, None, 1), seed=seed + 2,
-                       name="word_dropout")(x)
+    x = noise.ExampleDropout(config.word_dropout, "word", seed=seed + 2, max_length=max_length,
+                             name="word_dropout")(x)
   for index, units in enumerate(config.rnn_units):
     is_last = index == len(config.rnn_units) - 1
     return_sequences = not is_last or config.pooling == "max_mean"
@@ -86,7 +89,7 @@ def build_model(config):
   if config.pooling == "max_mean":
     x = MaskedMaxMeanPooling(name="max_mean_pooling")(x)
   if config.dropout:
-    x = layers.Dropout(config.dropout, seed=seed + 1)(x)
+    x = noise.ExampleDropout(config.dropout, "unit", seed=seed + 1, name="dropout")(x)
   logits = layers.Dense(1, dtype="float32", name="logits")(x)  # float32 even in mixed precision.
   return keras.Model(tokens, logits, name=f"bi{config.rnn}_classifier")
 

@@ -18,27 +18,47 @@ def resolve_precision(name):
   return "float32"
 
 
-class AppliesGradientsAsGiven:
-  """Optimizer mixin: no all-reduce inside `apply`.
+class TrainerOptimizer:
+  """Optimizer mixin: no all-reduce inside `apply`, and a moving average with a warm-up.
 
   Keras all-reduces gradients inside `apply`, after it has clipped them, so each replica would
   clip its own partial gradient, and LossScaleOptimizer would test finiteness on un-reduced
   gradients. The train step all-reduces once, first; clipping and the finiteness test then see
   the true global gradient, identical on every replica. This overrides a private Keras method
   (`_all_reduce_sum_gradients`); tests/test_optimization.py fails if Keras stops calling it.
+
+  The moving average of the weights (EMA) starts as a copy of the weights after the first step
+  (Keras' averages start at zero), then moves with momentum min(ema_momentum, (1 + t) / (10 + t))
+  at step t as TF Model Garden's, so that early validations and a short run's export are not
+  mostly the first steps' weights. This overrides
+  Keras' `_update_model_variables_moving_average`, pinned by the same tests.
   """
 
   def _all_reduce_sum_gradients(self, grads_and_vars):
     """Returns the (already reduced) gradients unchanged."""
     return list(grads_and_vars)
 
+  def _update_model_variables_moving_average(self, trainable_variables):
+    """Moves each average towards its weight with the warmed-up momentum."""
+    if not self.use_ema:
+      return
+    step = tf.cast(self.iterations, tf.float32)
+    momentum = tf.where(step > 0, tf.minimum(tf.cast(self.ema_momentum, tf.float32),
+                                             (1 + step) / (10 + step)), 0.0)
+    for weight, average in zip(trainable_variables, self._model_variables_moving_average):
+      average.assign(momentum * average + (1 - momentum) * tf.cast(weight, average.dtype))
 
-class _Adam(AppliesGradientsAsGiven, keras.optimizers.Adam):
-  """Adam that applies already all-reduced gradients."""
+
+class _Adam(TrainerOptimizer, keras.optimizers.Adam):
+  """Adam for the train step (see TrainerOptimizer)."""
 
 
-class _AdamW(AppliesGradientsAsGiven, keras.optimizers.AdamW):
-  """AdamW that applies already all-reduced gradients."""
+class _AdamW(TrainerOptimizer, keras.optimizers.AdamW):
+  """AdamW for the train step (see TrainerOptimizer)."""
+
+
+class _SGD(TrainerOptimizer, keras.optimizers.SGD):
+  """Plain SGD for the train step (see TrainerOptimizer)."""
 
 
 def build_learning_rate(training, total_steps):
@@ -65,6 +85,8 @@ def build_optimizer(training, total_steps, precision):
     kwargs.update(use_ema=True, ema_momentum=training.ema_momentum)
   if training.optimizer == "adamw":
     optimizer = _AdamW(weight_decay=training.weight_decay, name="adamw", **kwargs)
+  elif training.optimizer == "sgd":
+    optimizer = _SGD(name="sgd", **kwargs)
   else:
     optimizer = _Adam(name="adam", **kwargs)
   if precision == "mixed_float16":

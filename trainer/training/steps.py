@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.training import metrics as metrics_lib
+from trainer.training import noise
 from trainer.training import optimization
 
 _DENSE_GRADIENT_MIN_BATCH = 100  # Above this per-replica batch a dense all-reduce is cheaper.
@@ -29,15 +30,16 @@ def build_train_step(strategy, model, optimizer, training, element_spec):
     element_spec: of the distributed training dataset.
 
   Returns:
-    train_step(batch) -> (sum of per-example losses, number correct) over the global batch.
+    train_step(batch, step) -> (sum of per-example losses, number correct) over the global
+    batch; `step` (int64, from 1) keys the dropout noise (see `noise`).
   """
   global_batch_size = training.global_batch_size
   dense = _uses_dense_gradients(training.dense_gradients,
                                 global_batch_size // strategy.num_replicas_in_sync)
 
-  def replica_step(tokens, labels):
+  def replica_step(tokens, labels, step):
     """Forward, backward, one all-reduce of the gradients, update."""
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, noise.example_noise(step, global_batch_size):
       logits = model(tokens, training=True)[:, 0]
       losses = tf.nn.sigmoid_cross_entropy_with_logits(
           labels=tf.cast(labels, tf.float32), logits=logits)
@@ -54,10 +56,10 @@ def build_train_step(strategy, model, optimizer, training, element_spec):
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.int32), labels), tf.int32))
     return tf.reduce_sum(losses), correct
 
-  @tf.function(input_signature=[element_spec])
-  def train_step(batch):
+  @tf.function(input_signature=[element_spec, tf.TensorSpec([], tf.int64)])
+  def train_step(batch, step):
     """Runs the replicas' steps and sums their statistics."""
-    loss_sum, correct = strategy.run(replica_step, args=batch)
+    loss_sum, correct = strategy.run(replica_step, args=(*batch, step))
     return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
             strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 

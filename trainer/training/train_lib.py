@@ -31,11 +31,13 @@ from trainer import errors
 from trainer.errors import UserInputError
 from trainer.serving import export
 from trainer import storage
+from trainer.training import best as best_lib
 from trainer.training import checkpoints as checkpoints_lib
 from trainer.training import datasets
 from trainer.training import model as model_lib
 from trainer.training import optimization
 from trainer.training import steps
+from trainer.training import summaries as summaries_lib
 from trainer.training import train_log
 from trainer.training import tuning
 from trainer.training import workdir as workdir_lib
@@ -89,35 +91,43 @@ class _Run:
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
   checkpoints: checkpoints_lib.RunCheckpoints
+  best: best_lib.BestWeights | None  # With --export=best.
   start_step: int
   history: list  # The log records of the run so far, resumed ones included.
+  nan_recoveries: int = 0
 
 
 def _train_and_evaluate(config, locations, strategy, checkpoint_dir, sigterm):
   """`train_and_evaluate` inside its contexts; `sigterm` is set when SIGTERM arrives."""
   wall_start = time.perf_counter()
   run = _build_run(config, locations, strategy, checkpoint_dir)
-  train_data, evaluations = datasets.build_datasets(strategy, run.data, run.start_step)
+  train_data, evaluations = datasets.build_datasets(
+      strategy, run.data, run.start_step + int(run.checkpoints.data_offset))
   train_step = steps.build_train_step(strategy, run.model, run.optimizer, run.config.training,
                                       train_data.element_spec)
   evaluate = _build_evaluate(run, evaluations)
   on_preemption = preemption.CheckpointOnPreemption(
       strategy, run.checkpoints.manager, sigterm,
       multi_worker=strategy_lib.num_workers(strategy) > 1)
-  writer = (tf.summary.create_file_writer(locations.tensorboard) if run.chief
-            else tf.summary.create_noop_writer())
-  with writer.as_default():
-    train_seconds = _train(run, train_step, iter(train_data), evaluate, on_preemption)
+  with (summaries_lib.Summaries(locations.tensorboard, run.chief) as summaries,
+        summaries_lib.Profiler(locations.tensorboard, run.config.run.profile_steps,
+                               run.chief) as profiler):
+    summaries.hparams(run.config, config_lib.METRIC_NAMES)
+    train_seconds = _train(run, train_step, iter(train_data), evaluate,
+                           on_preemption=on_preemption, summaries=summaries, profiler=profiler)
     results = _results(run, train_seconds)
     if evaluations:
-      results["validation"] = _last_validation(run) or evaluate("validation")
-      results["test"] = evaluate("test")
-      train_log.log_evaluation("test", results["test"], results["step"])
+      with _tested_weights(run) as tested_step:
+        results["tested_step"] = tested_step
+        results["validation"] = _validation_at(run, tested_step) or evaluate("validation")
+        results["test"] = evaluate("test")
+        serving_weights = run.model.get_weights()  # On every worker: mirrored weights.
+      train_log.log_evaluation(summaries, "test", results["test"], results["step"])
   results["final_weights_sha256"] = workdir_lib.weights_sha256(run.model)
   logging.info("Final weights sha256 (identical on every worker): %s",
                results["final_weights_sha256"])
-  if evaluations:
-    _export_and_report(run, results, locations)
+  if evaluations and run.chief:
+    _export_and_report(run, results, serving_weights, locations)
   results["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
   if run.chief:
     storage.write_json_atomically(locations.file(workdir_lib.METRICS_FILE), results)
@@ -143,8 +153,13 @@ def _build_run(config, locations, strategy, checkpoint_dir):
   precision = optimization.resolve_precision(config.run.precision)
   model, optimizer = optimization.build_model_and_optimizer(strategy, config, data.total_steps,
                                                             precision)
-  run_checkpoints = checkpoints_lib.RunCheckpoints(model, optimizer, checkpoint_dir,
-                                                   config.run.keep_checkpoints)
+  best = None
+  if config.run.export == "best" and not config.run.synthetic_data:
+    with strategy.scope():
+      best = best_lib.BestWeights(model, config.run.tuning_metric)
+  run_checkpoints = checkpoints_lib.RunCheckpoints(
+      model, optimizer, checkpoint_dir, config.run.keep_checkpoints,
+      **(best.trackables() if best else {}))
   if checkpoints_lib.checkpoints_newest_first(locations.checkpoints):
     workdir_lib.check_resumable(locations, config, data.identity)
   start_step = run_checkpoints.restore_newest_readable(locations.checkpoints)
@@ -161,26 +176,20 @@ def _build_run(config, locations, strategy, checkpoint_dir):
         workdir_lib.run_record(config, data.identity, precision=precision,
                                total_steps=data.total_steps,
                                steps_per_epoch=data.steps_per_epoch))
-  return _Run(config, data, strategy, chief, precision, model, optimizer, run_checkpoints,
+  return _Run(config, data, strategy, chief, precision, model, optimizer, run_checkpoints, best,
               start_step, history)
 
 
 def _build_evaluate(run, evaluations):
-  """evaluate(split) -> metrics of a split, computed with the evaluation (EMA) weights."""
+  """evaluate(split) -> metrics of a split, with the weights the model holds."""
   if not evaluations:
     return None
   eval_step = steps.build_eval_step(run.strategy, run.model,
                                     evaluations["validation"].element_spec)
-
-  def evaluate(split):
-    """Metrics of `split` on the evaluation weights."""
-    with steps.evaluation_weights(run.model, run.optimizer):
-      return steps.evaluate(eval_step, evaluations[split])
-
-  return evaluate
+  return lambda split: steps.evaluate(eval_step, evaluations[split])
 
 
-def _train(run, train_step, batches, evaluate, on_preemption):
+def _train(run, train_step, batches, evaluate, *, on_preemption, summaries, profiler):
   """Runs the steps from the restored one to the end, with logs, validation and checkpoints.
 
   Returns:
@@ -188,39 +197,101 @@ def _train(run, train_step, batches, evaluate, on_preemption):
   """
   config, data = run.config.run, run.data
   log = train_log.TrainLog(data.total_steps, run.start_step, run.config.training.global_batch_size,
-                           show_progress_bar=run.chief and sys.stdout.isatty())
+                           show_progress_bar=run.chief and sys.stdout.isatty(),
+                           summaries=summaries)
   logging.info("Training steps %d to %d of %d (%d per epoch), global batch %d on %d replicas.",
                run.start_step, data.end_step, data.total_steps, data.steps_per_epoch,
                run.config.training.global_batch_size, run.strategy.num_replicas_in_sync)
-  train_seconds = 0.0
-  for current in range(run.start_step + 1, data.end_step + 1):
+  train_seconds, current = 0.0, run.start_step
+  while current < data.end_step:
+    current += 1
+    profiler.before_step(current)
     step_start = time.perf_counter()
     batch = next(batches)
     input_seconds = time.perf_counter() - step_start
-    loss_sum, correct = train_step(batch)
+    loss_sum, correct = train_step(batch, current)
     run.checkpoints.step.assign(current)
     train_seconds += time.perf_counter() - step_start
+    profiler.after_step(current)
     log.add(current, loss_sum, correct, input_seconds)
     is_last = current == data.end_step
     save = current % config.checkpoint_every_steps == 0 or is_last
     validate = evaluate and (current % data.eval_every_steps == 0 or is_last)
     if current % config.log_every_steps == 0 or save or validate:  # NaN is caught before a save.
+      try:
+        train = log.flush(current, optimization.current_learning_rate(run.optimizer))
+      except train_log.TrainingDiverged as e:
+        current = _recover_from_nan(run, e, current, log)
+        continue
       record = {"step": current, "epoch": round(current / data.steps_per_epoch, 3),
-                "train": log.flush(current, optimization.current_learning_rate(run.optimizer))}
+                "train": train}
       if validate:
-        record["validation"] = evaluate("validation")
-        train_log.log_evaluation("validation", record["validation"], current)
+        with log.excluded():
+          record["validation"] = _validate(run, evaluate, current, summaries)
       run.history.append(record)
     if save:
-      run.checkpoints.save(current)
+      with log.excluded():
+        run.checkpoints.save(current)
     on_preemption.after_step(current)
   return train_seconds
 
 
-def _last_validation(run):
-  """The validation metrics of this segment's last step, if it trained and validated there."""
-  trained = run.data.end_step > run.start_step
-  return run.history[-1].get("validation") if trained and run.history else None
+def _validate(run, evaluate, step, summaries):
+  """Evaluates the validation split with the evaluation weights; keeps them if the best."""
+  with steps.evaluation_weights(run.model, run.optimizer):
+    metrics = evaluate("validation")
+    if run.best and run.best.offer(run.model, metrics, step):
+      logging.info("New best validation %s: %.5f.", run.best.metric, metrics[run.best.metric])
+  train_log.log_evaluation(summaries, "validation", metrics, step)
+  return metrics
+
+
+def _recover_from_nan(run, error, step, log):
+  """Rolls back to the last checkpoint and skips the batches since; returns the step restored.
+
+  As TF Model Garden's `recovery_max_trials`: the batches of the failed steps are not trained
+  on again, so one bad batch cannot cause the same NaN twice.
+
+  Raises:
+    TrainingDiverged: after --max_nan_recoveries recoveries, or with no checkpoint to go back to.
+  """
+  manager = run.checkpoints.manager
+  if run.nan_recoveries >= run.config.run.max_nan_recoveries or not manager.latest_checkpoint:
+    if run.nan_recoveries:
+      raise train_log.TrainingDiverged(f"{error} ({run.nan_recoveries} recoveries tried.)")
+    raise error
+  restored = run.checkpoints.restore_newest_readable(manager.directory)
+  run.checkpoints.data_offset.assign_add(step - restored)
+  run.nan_recoveries += 1
+  run.history[:] = [record for record in run.history if record["step"] <= restored]
+  log.restart(restored)
+  logging.warning("%s Recovery %d of %d: back to step %d, skipping the batches of steps %d-%d.",
+                  error, run.nan_recoveries, run.config.run.max_nan_recoveries, restored,
+                  restored + 1, step)
+  return restored
+
+
+def _tested_weights(run):
+  """Context in which the model holds the weights to test and export; yields their step.
+
+  The best validation's with --export=best, else the final evaluation (moving average) weights.
+  """
+  if run.best and int(run.best.step):
+    return run.best.in_model(run.model)
+  return _final_weights(run)
+
+
+@contextlib.contextmanager
+def _final_weights(run):
+  """The final evaluation weights in the model; yields the final step."""
+  with steps.evaluation_weights(run.model, run.optimizer):
+    yield max(run.data.end_step, run.start_step)
+
+
+def _validation_at(run, step):
+  """The validation metrics recorded at `step`, if any."""
+  return next((record["validation"] for record in reversed(run.history)
+               if record["step"] == step and "validation" in record), None)
 
 
 def _results(run, train_seconds):
@@ -233,6 +304,7 @@ def _results(run, train_seconds):
       "parameters": run.model.count_params(),
       "cudnn_eligible": not model_lib.cudnn_ineligibility(run.model),
       "start_step": run.start_step, "step": max(run.data.end_step, run.start_step),
+      "nan_recoveries": run.nan_recoveries,
       "total_steps": run.data.total_steps,
       "strategy": {"name": type(run.strategy).__name__,
                    "workers": strategy_lib.num_workers(run.strategy),
@@ -241,12 +313,8 @@ def _results(run, train_seconds):
                         else None}
 
 
-def _export_and_report(run, results, locations):
-  """The chief exports the evaluation weights and reports to a Vertex tuning job."""
-  with steps.evaluation_weights(run.model, run.optimizer):  # On every worker: mirrored weights.
-    serving_weights = run.model.get_weights()
-  if not run.chief:
-    return
+def _export_and_report(run, results, serving_weights, locations):
+  """Exports the tested weights and reports to a Vertex tuning job (on the chief)."""
   metadata = run.data.metadata
   vocabulary = text.load_vocabulary(storage.join(run.config.run.data_dir,
                                                  metadata["vocab_file"]))

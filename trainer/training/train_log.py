@@ -1,13 +1,15 @@
 """The training log: a line every few steps, TensorBoard scalars, and the NaN stop."""
 
+import contextlib
 import math
 import time
 
 from absl import logging
 import keras
-import tensorflow as tf
 
 from trainer.errors import UserInputError
+
+TRAIN_SCALARS = ("loss", "accuracy", "examples_per_s", "input_wait_fraction", "learning_rate")
 
 
 class TrainingDiverged(UserInputError):
@@ -15,20 +17,25 @@ class TrainingDiverged(UserInputError):
 
 
 class TrainLog:
-  """Accumulates step statistics between log lines and writes the line and summaries."""
+  """Accumulates step statistics between log lines and writes the line and summaries.
 
-  def __init__(self, total_steps, start_step, global_batch_size, show_progress_bar):
-    """Starts the first interval at `start_step`."""
+  Its rates (examples/s, input wait, ETA) count training time only: the loop evaluates and saves
+  checkpoints inside `excluded()`.
+  """
+
+  def __init__(self, total_steps, start_step, global_batch_size, show_progress_bar, summaries):
+    """Starts the first interval at `start_step`; `summaries` (a `summaries.Summaries`) writes."""
     self.total_steps = total_steps
+    self.summaries = summaries
     self.global_batch_size = global_batch_size
     self.progress_bar = keras.utils.Progbar(total_steps) if show_progress_bar else None
-    self._reset(start_step)
+    self.restart(start_step)
 
-  def _reset(self, step):
-    """Starts a new interval at `step`."""
+  def restart(self, step):
+    """Starts a new interval at `step`, forgetting the statistics since the last flush."""
     self.interval_start_step = step
     self.interval_start_time = time.perf_counter()
-    self.input_seconds = 0.0
+    self.input_seconds = self.excluded_seconds = 0.0
     self.loss_sum = self.correct = 0
 
   def add(self, step, loss_sum, correct, input_seconds):
@@ -39,9 +46,18 @@ class TrainLog:
     if self.progress_bar:
       self.progress_bar.update(step)
 
+  @contextlib.contextmanager
+  def excluded(self):
+    """The time spent inside the block (evaluating, saving) is left out of the rates."""
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.excluded_seconds += time.perf_counter() - start
+
   def flush(self, step, learning_rate):
     """Logs the interval ending at `step`; returns its statistics. Raises on a NaN loss."""
-    seconds = time.perf_counter() - self.interval_start_time
+    seconds = time.perf_counter() - self.interval_start_time - self.excluded_seconds
     steps = step - self.interval_start_step
     examples = steps * self.global_batch_size
     loss = float(self.loss_sum) / max(examples, 1)
@@ -62,16 +78,12 @@ class TrainLog:
                  stats["examples_per_s"],
                  100 * stats["input_wait_fraction"], learning_rate,
                  time.strftime("%H:%M:%S", time.gmtime(eta)))
-    with tf.name_scope("train"):
-      for name in ("loss", "accuracy", "examples_per_s", "input_wait_fraction", "learning_rate"):
-        tf.summary.scalar(name, stats[name], step=step)
-    self._reset(step)
+    self.summaries.scalars("train", {name: stats[name] for name in TRAIN_SCALARS}, step)
+    self.restart(step)
     return stats
 
 
-def log_evaluation(split, results, step):
-  """Logs an evaluation and writes its TensorBoard scalars."""
+def log_evaluation(summaries, split, results, step):
+  """Logs an evaluation of `split` at `step` and writes its scalars through `summaries`."""
   logging.info("%s | step: %d | %s", split, step, results)
-  with tf.name_scope(split):
-    for name, value in results.items():
-      tf.summary.scalar(name, value, step=step)
+  summaries.scalars(split, results, step)
