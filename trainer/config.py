@@ -207,6 +207,17 @@ class Config:
                for name in ("input", "model", "training")}}
 
 
+def flattened(values):
+  """{"section.field": value} of a dict of sections (dicts) and top-level values."""
+  flat = {}
+  for key, value in values.items():
+    if isinstance(value, dict):
+      flat.update({f"{key}.{name}": item for name, item in value.items()})
+    else:
+      flat[key] = value
+  return flat
+
+
 def sections(config):
   """The section objects of a Config, in order."""
   return [getattr(config, field.name) for field in dataclasses.fields(config)]

@@ -24,6 +24,7 @@ import numbers
 from tensorboard.plugins.hparams import api as hp
 import tensorflow as tf
 
+from trainer import config as config_lib
 from trainer import storage
 
 SPLITS = ("train", "validation", "test")
@@ -111,9 +112,8 @@ class Summaries(_Closing):
 
 def flat_hparams(config):
   """The fields of a `config.Config` as {"<section>.<field>": value}, tuples as "a,b" strings."""
-  return {f"{section}.{name}": ",".join(map(str, value)) if isinstance(value, tuple) else value
-          for section, fields in dataclasses.asdict(config).items()
-          for name, value in fields.items()}
+  return {name: ",".join(map(str, value)) if isinstance(value, tuple) else value
+          for name, value in config_lib.flattened(dataclasses.asdict(config)).items()}
 
 
 class Profiler(_Closing):

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from trainer.data import sources
 from trainer.errors import UserInputError
+from trainer import config as config_lib
 from trainer import storage
 
 MODEL_DIR = "AIP_MODEL_DIR"
@@ -100,25 +101,14 @@ def run_record(config, data, **facts):
   return json.loads(json.dumps(record))
 
 
-def _flattened(identity):
-  """{"section.field": value} of a result identity."""
-  flat = {}
-  for key, value in identity.items():
-    if isinstance(value, dict):
-      flat.update({f"{key}.{name}": item for name, item in value.items()})
-    else:
-      flat[key] = value
-  return flat
-
-
 def check_resumable(locations, config, data):
   """Refuses to resume a run whose config or vocabulary differ from this one's."""
   path = locations.file(RUN_RECORD_FILE)
   if not tf.io.gfile.exists(path):
     return
   record = storage.read_json(path)
-  old = _flattened(record.get("result_identity", {}))
-  new = _flattened(json.loads(json.dumps(config.result_identity())))
+  old = config_lib.flattened(record.get("result_identity", {}))
+  new = config_lib.flattened(json.loads(json.dumps(config.result_identity())))
   changed = sorted(key for key in new if old.get(key) != new[key])
   if changed:
     raise UserInputError(
