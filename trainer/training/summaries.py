@@ -98,11 +98,6 @@ class Summaries(_Closing):
       hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
       hp.hparams(values)
 
-  def flush(self):
-    """Writes what the writers hold to their event files."""
-    for writer in self._writers.values():
-      writer.flush()
-
   def close(self):
     """Flushes and closes the writers."""
     for writer in self._writers.values():
