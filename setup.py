@@ -7,7 +7,7 @@ setuptools.setup(
     version="0.1.0",
     description="Distributed BiLSTM sentiment classifier for IMDB reviews (TensorFlow).",
     packages=setuptools.find_packages(include=["trainer", "trainer.*"]),
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",  # numpy 2.4 needs 3.11.
     install_requires=[
         "tensorflow==2.21.0",
         "keras==3.15.1",
@@ -18,6 +18,8 @@ setuptools.setup(
         "absl-py==2.5.1",
         "google-cloud-storage==3.17.1",
         "cloudml-hypertune==0.1.0.dev6",  # Reports the tuned metric to Vertex AI.
+        "apache-beam[gcp]==2.77.0",  # prepare's pipeline; [gcp]: DataflowRunner and gs://.
+        "tensorflow-serving-api==2.21.0",  # PredictionLog protos of the warm-up file.
     ],
     extras_require={
         "test": [

@@ -1,6 +1,8 @@
 """What the benchmarks share: where the real data is, and a prepared copy of it."""
 
+import datetime
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -53,3 +55,56 @@ def write_result(name, summary):
   folder = os.path.join(REPOSITORY, "benchmarks", "results")
   os.makedirs(folder, exist_ok=True)
   storage.write_json_atomically(os.path.join(folder, name), summary)
+
+
+def run_facts():
+  """When, where and on which code a benchmark ran: UTC date, machine, git revision, load."""
+  revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY,
+                            capture_output=True, text=True, check=False).stdout.strip()
+  dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                         cwd=REPOSITORY, capture_output=True, text=True, check=False).stdout
+  return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+                     f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+          "cores": os.cpu_count(),
+          "git_revision": revision + ("+uncommitted changes" if dirty else ""),
+          "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def consume_in_graph(dataset, warmup_batches, timed_batches):
+  """Reads batches of (tokens, labels) inside a tf.function; what the pipeline delivers.
+
+  The clock starts when batch `warmup_batches - 1` arrives (at the start with no warm-up) and
+  stops after batch `warmup_batches + timed_batches - 1`; both are read in the graph, so no
+  Python loop limits the rate.
+
+  Returns:
+    Dict: seconds, examples_per_s, tokens_per_s (true tokens), padded_tokens_per_example,
+    padding_ratio (padded / true tokens), over the timed batches.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (not needed by every benchmark)
+
+  @tf.function
+  def read():
+    """(start time, end time, examples, padded tokens, true tokens)."""
+    def add(state, batch):
+      """Adds a batch that is timed; notes the clock at the last warm-up batch."""
+      index, start, examples, padded, true = state
+      tokens, labels = batch
+      start = tf.where(index == warmup_batches - 1, tf.timestamp(), start)
+      timed = tf.cast(index >= warmup_batches, tf.int64)
+      return (index + 1, start, examples + timed * tf.size(labels, tf.int64),
+              padded + timed * tf.size(tokens, tf.int64),
+              true + timed * tf.math.count_nonzero(tokens, dtype=tf.int64))
+    initial = (tf.constant(0, tf.int64), tf.timestamp(), tf.constant(0, tf.int64),
+               tf.constant(0, tf.int64), tf.constant(0, tf.int64))
+    _, start, examples, padded, true = dataset.take(warmup_batches + timed_batches).reduce(
+        initial, add)
+    return start, tf.timestamp(), examples, padded, true
+
+  start, end, examples, padded, true = (x.numpy() for x in read())
+  seconds = float(end - start)
+  return {"seconds": round(seconds, 3), "examples_per_s": round(examples / seconds),
+          "tokens_per_s": round(true / seconds),
+          "padded_tokens_per_example": round(padded / examples, 1),
+          "padding_ratio": round(padded / true, 4)}

@@ -6,6 +6,7 @@ import os
 import shutil
 
 from google.api_core import exceptions
+import numpy as np
 import pytest
 
 from tests import fake_gcs
@@ -14,13 +15,23 @@ from trainer.serving import promote
 Export = collections.namedtuple("Export", ["location", "files"])
 
 
-def write_export(directory, accuracy, version="1795903751"):
-  """Writes a fake export (no real model) with this test accuracy; returns {name: bytes}."""
+FAKE_REVIEWS = 2000  # Held-out reviews the fake assessor scores fake exports on.
+SERVED = {"loaded": True, "error": None, "latency_ms_p50": 3.0, "latency_ms_p99": 5.0}
+
+
+def write_export(directory, accuracy, version="1795903751", shift=0, serving=None):
+  """Writes a fake export (no real model); returns {name: bytes}.
+
+  `FakeAssessor` finds it right on the first `accuracy` share of its reviews, rolled by `shift`
+  places (two exports with different shifts disagree on some reviews both ways), and reports
+  `serving` (default: served in 5 ms) for it.
+  """
   scores = {"accuracy": accuracy, "loss": 0.3, "auc": 0.95, "precision": 0.9, "recall": 0.88}
   metadata = {"format": "imdb-bilstm-export", "format_version": 1, "version": version,
               "created": "2026-11-28T22:00:00Z", "step": 2110, "test": scores,
               "validation": scores, "config": {}, "versions": {},
-              "data": {"fingerprint": "f", "vocab_sha256": "v"}}
+              "data": {"fingerprint": "f", "vocab_sha256": "v"},
+              "fake": {"shift": shift, "serving": serving or SERVED}}
   files = {"export_metadata.json": json.dumps(metadata).encode(),
            "saved_model.pb": f"graph of a model scoring {accuracy}".encode(),
            "variables/variables.index": b"index",
@@ -32,6 +43,28 @@ def write_export(directory, accuracy, version="1795903751"):
     with open(path, "wb") as f:
       f.write(data)
   return files
+
+
+class FakeAssessor:
+  """Scores fake exports from what `write_export` put in their metadata."""
+
+  data = {"fingerprint": "fake-held-out", "examples": FAKE_REVIEWS, "kind": "fake"}
+
+  @staticmethod
+  def _metadata(model_dir):
+    """The metadata of a local fake export."""
+    with open(os.path.join(model_dir, "export_metadata.json"), encoding="utf-8") as f:
+      return json.load(f)
+
+  def serving(self, model_dir):
+    """The serving report written into the fake export."""
+    return self._metadata(model_dir)["fake"]["serving"]
+
+  def correct_answers(self, model_dir):
+    """Right on the first `accuracy` share of the reviews, rolled by the export's shift."""
+    metadata = self._metadata(model_dir)
+    right = np.arange(FAKE_REVIEWS) < round(metadata["test"]["accuracy"] * FAKE_REVIEWS)
+    return np.roll(right, metadata["fake"]["shift"])
 
 
 def read_tree(directory):
@@ -58,9 +91,13 @@ class LocalBackend:
     location = str(self.tmp_path / "exports" / name)
     return Export(location, write_export(location, accuracy, **kwargs))
 
-  def promote(self, candidate, **kwargs):
-    """Calls promote.promote with this production."""
-    return promote.promote(candidate, self.production, **kwargs)
+  def promote(self, candidate, **policy):
+    """Calls promote.promote with this production, the fake assessor and `policy`."""
+    return promote.promote(candidate, self.production, FakeAssessor(), promote.Policy(**policy))
+
+  def rollback(self, model_id=None):
+    """Calls promote.rollback on this production."""
+    return promote.rollback(self.production, model_id)
 
   def files(self):
     """{name: bytes} of every file in production."""
@@ -102,9 +139,14 @@ class GcsBackend:
       self.client.write("exports", f"{name}/{relative}", data, if_generation_match=0)
     return Export(f"gs://exports/{name}", files)
 
-  def promote(self, candidate, **kwargs):
-    """Calls promote.promote with this production and the fake client."""
-    return promote.promote(candidate, self.production, gcs_client=self.client, **kwargs)
+  def promote(self, candidate, **policy):
+    """Calls promote.promote with this production, the fake client and assessor, `policy`."""
+    return promote.promote(candidate, self.production, FakeAssessor(), promote.Policy(**policy),
+                           gcs_client=self.client)
+
+  def rollback(self, model_id=None):
+    """Calls promote.rollback on this production with the fake client."""
+    return promote.rollback(self.production, model_id, gcs_client=self.client)
 
   def files(self):
     """{name: bytes} of every object in production."""

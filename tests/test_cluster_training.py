@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from trainer.errors import PEERS_MISSING_EXIT_CODE
+
 # The environment variables that describe a cluster: the parent's must not leak into workers.
 CLUSTER_VARIABLES = ("TF_CONFIG", "CLUSTER_SPEC", "JOB_COMPLETION_INDEX", "TRAINER_NUM_WORKERS",
                      "TRAINER_WORKER_ADDRESS_TEMPLATE")
@@ -29,12 +31,12 @@ def port_is_free(port):
   return True
 
 
-def free_port_prefix():
-  """A number P such that ports P0 and P1 are free, below the ephemeral port range."""
+def free_port_prefix(workers=2):
+  """A number P such that ports P0 ... P<workers - 1> are free, below the ephemeral port range."""
   for prefix in random.Random(os.getpid()).sample(range(1100, 3200), 500):
-    if port_is_free(int(f"{prefix}0")) and port_is_free(int(f"{prefix}1")):
+    if all(port_is_free(int(f"{prefix}{index}")) for index in range(workers)):
       return prefix
-  raise RuntimeError("No two free ports <prefix>0 and <prefix>1 on this machine.")
+  raise RuntimeError(f"No {workers} free ports <prefix>0 ... on this machine.")
 
 
 def start_worker(index, num_workers, prefix, workdir, *flags):
@@ -84,11 +86,14 @@ def test_indexed_job_workers_train_together(tmp_path):
 
 
 def test_missing_peer_ends_with_the_timeout_error(tmp_path):
-  """Worker 0 of 2, alone, stops after --cluster_wait_seconds naming worker 1: no hang."""
+  """Worker 0 of 2, alone, stops after --cluster_wait_seconds naming worker 1, with exit code 43
+  (retried within the Job's backoffLimit, unlike bad input's 2): no hang."""
   prefix = free_port_prefix()
   start = time.monotonic()
-  [output] = finish([start_worker(0, 2, prefix, tmp_path / "run", "--cluster_wait_seconds=3")])
+  worker = start_worker(0, 2, prefix, tmp_path / "run", "--cluster_wait_seconds=3")
+  [output] = finish([worker])
   assert time.monotonic() - start < 120
-  assert (f"error: 1 of 1 peers never answered within 3 s (--cluster_wait_seconds): worker 1 at "
+  assert (f"1 of 1 peers never answered within 3 s (--cluster_wait_seconds): worker 1 at "
           f"127.0.0.1:{prefix}1 (no connection: Connection refused)") in output, output[-3000:]
+  assert worker.returncode == PEERS_MISSING_EXIT_CODE
   assert not (tmp_path / "run" / "metrics.json").exists()

@@ -2,8 +2,8 @@
 
 Each overlay is rendered with `kubectl kustomize` (those tests skip where kubectl is missing);
 every rendered object is validated against the Kubernetes schemas of a current release
-(kubernetes-validate) and the TFJob against the vendored schema of its CRD. checkov's Kubernetes
-checks are in test_deploy_linters.py.
+(kubernetes-validate), the JobSet and the TFJob against the vendored schemas of their CRDs.
+checkov's Kubernetes checks are in test_deploy_linters.py; docker/test_image.sh runs the pods.
 """
 
 import json
@@ -27,9 +27,13 @@ from tests.deploy_testing import KUBERNETES_VERSION
 from tests.deploy_testing import OVERLAYS
 from tests.deploy_testing import rendered  # pylint: disable=unused-import  (a fixture)
 from tests.deploy_testing import REPO
+from trainer import errors
 
 RECOMMENDED_LABELS = ("name", "instance", "version", "component", "part-of", "managed-by")
-RESTART_ME_EXIT_CODE = 42  # The trainer saved a checkpoint on SIGTERM: "restart me".
+RESTART_ME_EXIT_CODE = errors.RESTART_EXIT_CODE  # The trainer saved on SIGTERM: "restart me".
+CUSTOM_KINDS = ("JobSet", "TFJob")  # Validated against their CRDs' vendored schemas.
+JOB_OVERLAYS = ("prepare", "single-host", "multi-host", "jobset", "retrain")  # Kubernetes Jobs.
+MULTI_WORKER_OVERLAYS = ("multi-host", "jobset", "retrain")
 
 
 # --- Rendering.
@@ -51,7 +55,7 @@ def test_every_overlay_renders(rendered):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_objects_validate_against_kubernetes_schemas(rendered, overlay):
   """Every built-in object is valid (strictly: no unknown field) for a current release."""
-  built_in = [o for o in rendered[overlay] if o["kind"] != "TFJob"]
+  built_in = [o for o in rendered[overlay] if o["kind"] not in CUSTOM_KINDS]
   assert built_in
   for resource in built_in:
     kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
@@ -65,22 +69,54 @@ def test_kubernetes_schema_validation_catches_mistakes(rendered):
     kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
 
 
-def test_tfjob_validates_against_its_crd_schema(rendered):
-  """The TFJob passes the vendored CRD schema, whose pod template is Kubernetes' own."""
-  validator = schema_validator(REPO / "k8s" / "schemas" / "tfjob-v1.schema.yaml")
-  tfjob = workload_of(rendered["tfjob"])
-  assert tfjob["apiVersion"] == "kubeflow.org/v1"
-  validator.validate(tfjob)
-  # The schema is not vacuous: a wrong container name, field or pod field each fail.
-  broken = json.loads(json.dumps(tfjob))
-  main_container_of(broken["spec"]["tfReplicaSpecs"]["Worker"]["template"])["name"] = "trainer"
-  assert not validator.is_valid(broken)
-  broken = json.loads(json.dumps(tfjob))
-  broken["spec"]["runPolicy"]["backofLimit"] = 3
-  assert not validator.is_valid(broken)
-  broken = json.loads(json.dumps(tfjob))
-  broken["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["restartPolicy"] = 7
-  assert not validator.is_valid(broken)
+def _set_tfjob_container_name(tfjob):
+  """Breaks a TFJob: the operator needs a container named "tensorflow"."""
+  main_container_of(tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"])["name"] = "trainer"
+
+
+def _set_tfjob_field(tfjob):
+  """Breaks a TFJob: a misspelt runPolicy field."""
+  tfjob["spec"]["runPolicy"]["backofLimit"] = 3
+
+
+def _set_tfjob_pod_field(tfjob):
+  """Breaks a TFJob: a pod field of the wrong type."""
+  tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["restartPolicy"] = 7
+
+
+def _set_jobset_job_field(jobset):
+  """Breaks a JobSet: a misspelt field of its Job template."""
+  jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["backofLimit"] = 0
+
+
+def _set_jobset_reason(jobset):
+  """Breaks a JobSet: a Job failure reason that does not exist."""
+  jobset["spec"]["failurePolicy"]["rules"][0]["onJobFailureReasons"] = ["PodFailed"]
+
+
+def _set_jobset_rule_name(jobset):
+  """Breaks a JobSet: a rule name its webhook refuses."""
+  jobset["spec"]["failurePolicy"]["rules"][0]["name"] = "bad name"
+
+
+@pytest.mark.parametrize("overlay,schema,api_version,breakers", [
+    ("tfjob", "tfjob-v1.schema.yaml", "kubeflow.org/v1",
+     [_set_tfjob_container_name, _set_tfjob_field, _set_tfjob_pod_field]),
+    ("jobset", "jobset-v1alpha2.schema.yaml", "jobset.x-k8s.io/v1alpha2",
+     [_set_jobset_job_field, _set_jobset_reason, _set_jobset_rule_name]),
+])
+def test_custom_resources_validate_against_their_crd_schemas(
+    rendered, overlay, schema, api_version, breakers):
+  """The TFJob and the JobSet pass their vendored CRD schemas (pod and Job templates are
+  Kubernetes' own); the schemas are not vacuous: each broken copy fails."""
+  validator = schema_validator(REPO / "k8s" / "schemas" / schema)
+  workload = workload_of(rendered[overlay])
+  assert workload["apiVersion"] == api_version
+  validator.validate(workload)
+  for breaker in breakers:
+    broken = json.loads(json.dumps(workload))
+    breaker(broken)
+    assert not validator.is_valid(broken), breaker.__doc__
 
 
 def test_vertex_specs_validate():
@@ -94,11 +130,25 @@ def test_vertex_specs_validate():
     validator.validate(spec)
     for pool in spec["workerPoolSpecs"]:
       assert pool["containerSpec"]["imageUri"] == f"{image['newName']}:{image['newTag']}"
-  multi = load_yaml(REPO / "vertex" / "multi-worker.yaml")
-  assert len(multi["workerPoolSpecs"]) == 2  # Pool 0: the chief; pool 1: the other workers.
-  assert multi["scheduling"]["restartJobOnWorkerRestart"] is True
+    for pool in spec["workerPoolSpecs"]:
+      gpus = pool["machineSpec"]["acceleratorCount"]
+      assert f"--require_gpus={gpus}" in pool["containerSpec"]["args"], path.name
+  for name in ("multi-worker.yaml", "retrain.yaml"):
+    multi = load_yaml(REPO / "vertex" / name)
+    assert len(multi["workerPoolSpecs"]) == 2  # Pool 0: the chief; pool 1: the other workers.
+    assert multi["scheduling"]["restartJobOnWorkerRestart"] is True
   misspelt = {**multi, "workerPoolSpec": multi["workerPoolSpecs"]}
   assert not validator.is_valid(misspelt)
+
+
+def test_vertex_retraining_resumes_its_own_run():
+  """Each retraining CustomJob names its run after itself: a restarted replica resumes it."""
+  for pool in load_yaml(REPO / "vertex" / "retrain.yaml")["workerPoolSpecs"]:
+    shell, flag, script, name = pool["containerSpec"]["command"]
+    assert (shell, flag, name) == ("sh", "-c", "retrain")
+    assert script.startswith('exec python -m trainer.retrain "$@" ')
+    assert '--run_name="vertex-${CLOUD_ML_JOB_ID:?' in script
+    assert not [a for a in pool["containerSpec"]["args"] if a.startswith("--run_name")]
 
 
 # --- Security context, labels, resources: asserted on every pod template.
@@ -176,13 +226,18 @@ def test_resources_are_requested_and_limited(rendered, overlay):
 # --- Commands, restarts, the multi-host wiring.
 
 
+TRAIN_FLAGS = {"--data_dir", "--workdir", "--preset"}
+RETRAIN_FLAGS = {"--input", "--data_cache", "--runs_dir", "--run_name", "--production", "--preset"}
+CLUSTER_FLAGS = {"--cluster_wait_seconds", "--global_batch_size"}
+
+
 @pytest.mark.parametrize("overlay,module,flags", [
     ("prepare", "trainer.prepare", {"--input", "--output_dir"}),
-    ("single-host", "trainer.train", {"--data_dir", "--workdir", "--preset"}),
-    ("multi-host", "trainer.train", {"--data_dir", "--workdir", "--preset"}),
-    ("tfjob", "trainer.train", {"--data_dir", "--workdir", "--preset"}),
-    ("retrain", "trainer.retrain",
-     {"--input", "--data_cache", "--runs_dir", "--run_name", "--production", "--preset"}),
+    ("single-host", "trainer.train", TRAIN_FLAGS),
+    ("multi-host", "trainer.train", TRAIN_FLAGS | CLUSTER_FLAGS),
+    ("jobset", "trainer.train", TRAIN_FLAGS | CLUSTER_FLAGS),
+    ("tfjob", "trainer.train", TRAIN_FLAGS | CLUSTER_FLAGS),
+    ("retrain", "trainer.retrain", RETRAIN_FLAGS | CLUSTER_FLAGS),
 ])
 def test_commands_follow_the_contract(rendered, overlay, module, flags):
   """Each pod runs its command with its flags; every $(VAR) in them is defined."""
@@ -195,19 +250,43 @@ def test_commands_follow_the_contract(rendered, overlay, module, flags):
       assert environment.get(name), f"{overlay}: $({name}) is not set"
 
 
-@pytest.mark.parametrize("overlay", ["prepare", "single-host", "multi-host", "retrain"])
-def test_preempted_jobs_restart_without_counting(rendered, overlay):
-  """Exit 42 and disruptions are ignored, other failures count against a small backoffLimit."""
+@pytest.mark.parametrize("overlay", JOB_OVERLAYS)
+def test_exit_codes_decide_retries(rendered, overlay):
+  """The trainer's exit codes: 2-5 fail the Job, 42 and disruptions are ignored, 43 counts."""
   (job,) = job_specs_of(workload_of(rendered[overlay]))
   rules = job["podFailurePolicy"]["rules"]
+  fail = [code for r in rules if r["action"] == "FailJob" for code in r["onExitCodes"]["values"]]
+  assert sorted(fail) == sorted([errors.USER_ERROR_EXIT_CODE, errors.REGRESSION_EXIT_CODE,
+                                 errors.DATA_DRIFT_EXIT_CODE, errors.SERVING_GATE_EXIT_CODE])
   ignored_codes = [r["onExitCodes"] for r in rules
                    if r["action"] == "Ignore" and "onExitCodes" in r]
-  assert {"operator": "In", "values": [RESTART_ME_EXIT_CODE]} in ignored_codes
+  assert ignored_codes == [{"operator": "In", "values": [RESTART_ME_EXIT_CODE]}]
   assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
-  assert 1 <= job["backoffLimit"] <= 10
+  codes = [c for r in rules if "onExitCodes" in r for c in r["onExitCodes"]["values"]]
+  assert errors.PEERS_MISSING_EXIT_CODE not in codes  # Counted: retried within backoffLimit.
+  assert all(r["onExitCodes"]["operator"] == "In" for r in rules if "onExitCodes" in r)
   template = job["template"]["spec"]
   assert template["restartPolicy"] == "Never"  # podFailurePolicy requires it.
   assert template["terminationGracePeriodSeconds"] >= 120  # Time to save a checkpoint.
+  # Exit 42 is ignored: only a deadline bounds a job that keeps being preempted.
+  assert 3600 <= job["activeDeadlineSeconds"] <= 86400
+  if overlay == "jobset":
+    assert job["backoffLimit"] == 0  # A failed worker fails its Job: the JobSet restarts all.
+  else:
+    assert 1 <= job["backoffLimit"] <= 10
+
+
+def test_jobset_restarts_the_whole_set_except_on_permanent_failures(rendered):
+  """Permanent Job failures fail the JobSet; other failures restart every worker, bounded."""
+  spec = workload_of(rendered["jobset"])["spec"]
+  policy = spec["failurePolicy"]
+  assert 1 <= policy["maxRestarts"] <= 10
+  assert policy["rules"] == [{"name": "permanent", "action": "FailJobSet",
+                              "onJobFailureReasons": ["PodFailurePolicy", "DeadlineExceeded"]}]
+  assert spec["successPolicy"] == {"operator": "All"}
+  assert spec["network"]["publishNotReadyAddresses"] is True
+  (job,) = job_specs_of(workload_of(rendered["jobset"]))
+  assert "ttlSecondsAfterFinished" not in job  # The JobSet's own TTL removes its Jobs.
 
 
 def test_tfjob_restarts_on_exit_42(rendered):
@@ -217,33 +296,90 @@ def test_tfjob_restarts_on_exit_42(rendered):
   assert worker["restartPolicy"] == "OnFailure"
   assert "restartPolicy" not in worker["template"]["spec"]  # The replica's policy applies.
   assert worker["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
-  assert tfjob["spec"]["runPolicy"]["backoffLimit"] >= 1
+  run_policy = tfjob["spec"]["runPolicy"]
+  assert run_policy["backoffLimit"] >= 1
+  assert 3600 <= run_policy["activeDeadlineSeconds"] <= 86400
+  assert run_policy["cleanPodPolicy"] == "Running"  # No worker restarts after worker 0 is done.
 
 
-def test_multi_host_workers_find_each_other(rendered):
-  """Indexed Job, headless Service and the TRAINER_* variables agree with each other."""
-  objects = rendered["multi-host"]
-  job = workload_of(objects)
+def _address_of_worker(overlay, objects, index):
+  """The host:port at which the overlay's worker `index` is reached: its pod's DNS name."""
+  workload = workload_of(objects)
+  template = pod_templates_of(workload)[0]
+  (port,) = [p["containerPort"] for p in main_container_of(template)["ports"]]
+  name = workload["metadata"]["name"]
+  if overlay == "jobset":
+    network = workload["spec"]["network"]
+    (replicated,) = workload["spec"]["replicatedJobs"]
+    return f"{name}-{replicated['name']}-0-{index}.{network['subdomain']}:{port}", None
   (service,) = objects_of_kind(objects, "Service")
-  spec = job["spec"]
+  job_name = "$(JOB_NAME)" if workload["kind"] == "CronJob" else name
+  assert template["spec"]["subdomain"] == service["metadata"]["name"]
+  return f"{job_name}-{index}.{service['metadata']['name']}:{port}", service
+
+
+@pytest.mark.parametrize("overlay", MULTI_WORKER_OVERLAYS)
+def test_multi_host_workers_find_each_other(rendered, overlay):
+  """Indexed Job, headless Service (or the JobSet's network) and TRAINER_* variables agree."""
+  objects = rendered[overlay]
+  (spec,) = job_specs_of(workload_of(objects))
   assert spec["completionMode"] == "Indexed"
   assert spec["completions"] == spec["parallelism"] >= 2
-  pod = spec["template"]["spec"]
   container = main_container_of(spec["template"])
   environment = environment_of(objects, container)
   assert environment["TRAINER_NUM_WORKERS"] == str(spec["completions"])
+  template = environment["TRAINER_WORKER_ADDRESS_TEMPLATE"]
+  address, service = _address_of_worker(overlay, objects, 1)
+  assert template.replace("{index}", "1") == address
   (port,) = [p["containerPort"] for p in container["ports"]]
-  assert environment["TRAINER_WORKER_ADDRESS_TEMPLATE"] == (
-      f"{job['metadata']['name']}-{{index}}.{service['metadata']['name']}:{port}")
-  assert pod["subdomain"] == service["metadata"]["name"]
-  assert service["spec"]["clusterIP"] == "None"
-  assert service["spec"]["publishNotReadyAddresses"] is True
-  assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
-  assert [p["targetPort"] for p in service["spec"]["ports"]] == [port]
+  if service:
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    workload = workload_of(objects)
+    pod_labels = dict(spec["template"]["metadata"]["labels"])
+    if workload["kind"] == "Job":  # Kubernetes labels a Job's pods with its name.
+      pod_labels["batch.kubernetes.io/job-name"] = workload["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [port]
   (policy,) = objects_of_kind(objects, "NetworkPolicy")
   assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [port]
   pod_labels = spec["template"]["metadata"]["labels"]
   assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+  assert "--cluster_wait_seconds=1800" in container["args"]  # Time to provision a GPU node.
+  # Scaling changes only the number of workers: the global batch still divides among replicas.
+  (batch,) = [int(a.split("=")[1]) for a in container["args"] if a.startswith("--global_batch")]
+  gpus = int(container["resources"]["limits"]["nvidia.com/gpu"])
+  for workers in (spec["completions"], 3, 4):
+    assert batch % (workers * gpus) == 0, f"{overlay}: {batch} among {workers} x {gpus} GPUs"
+
+
+# --- GPUs, nodes, runs.
+
+
+@pytest.mark.parametrize("overlay", ["single-host", "multi-host", "jobset", "tfjob", "retrain"])
+def test_gpu_pods_ask_for_their_gpus_and_node(rendered, overlay):
+  """The trainer is told how many GPUs it holds (it stops if it sees fewer), and GKE which."""
+  for template in pod_templates_of(workload_of(rendered[overlay])):
+    container = main_container_of(template)
+    gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+    assert environment_of(rendered[overlay], container)["TRAINER_REQUIRE_GPUS"] == gpus
+    accelerator = template["spec"]["nodeSelector"]["cloud.google.com/gke-accelerator"]
+    assert accelerator.startswith("nvidia-")
+
+
+@pytest.mark.parametrize("overlay,label", [
+    ("single-host", "batch.kubernetes.io/controller-uid"),
+    ("multi-host", "batch.kubernetes.io/controller-uid"),
+    ("jobset", "jobset.sigs.k8s.io/jobset-uid"),  # The same across the set's restarts.
+    ("tfjob", "training.kubeflow.org/job-name"),  # TFJob pods have no uid label.
+])
+def test_each_training_job_writes_its_own_run(rendered, overlay, label):
+  """--workdir is $(WORKDIR)/$(RUN_ID): a new Job starts a new run, its replaced pods resume."""
+  (template,) = pod_templates_of(workload_of(rendered[overlay]))
+  container = main_container_of(template)
+  assert "--workdir=$(WORKDIR)/$(RUN_ID)" in container["args"]
+  assert environment_of(rendered[overlay], container)["RUN_ID"] == {
+      "fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}
 
 
 @pytest.mark.parametrize("overlay", ["prepare", "single-host", "multi-host"])

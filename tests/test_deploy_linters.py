@@ -78,9 +78,17 @@ def test_dockerfile_passes_hadolint(tmp_path):
 
 
 def test_image_matches_the_manifests():
-  """Pinned TensorFlow base, the non-root user the pods run as, the trainer as entry point."""
+  """Pinned base (an argument), TensorFlow's CUDA wheels, the pods' user, the trainer as entry."""
   dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-  assert re.search(r"^FROM tensorflow/tensorflow:2\.21\.0-gpu$", dockerfile, re.M)
+  (tensorflow,) = re.findall(r'"(tensorflow==[\d.]+)"', (REPO / "setup.py").read_text())
+  version = tensorflow.split("==")[1]
+  assert re.search(rf"^ARG BASE_IMAGE=tensorflow/tensorflow:{re.escape(version)}-gpu$",
+                   dockerfile, re.M)
+  assert re.findall(r"^FROM .*$", dockerfile, re.M) == ["FROM ${BASE_IMAGE}"]
+  # The base's cuDNN 8 cannot run TensorFlow 2.18+: the wheels it was built against, first.
+  assert f'pip install --no-cache-dir "tensorflow[and-cuda]=={version}"' in dockerfile
+  (library_path,) = re.findall(r"^ENV LD_LIBRARY_PATH=(\S+)$", dockerfile, re.M)
+  assert library_path.startswith("/usr/local/lib/python3.11/dist-packages/nvidia/cudnn/lib:")
   (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
   pod = load_yaml(REPO / "k8s" / "base" / "job-defaults.yaml")["spec"]["template"]["spec"]
   assert user == (str(pod["securityContext"]["runAsUser"]),

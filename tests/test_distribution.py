@@ -12,6 +12,7 @@ import tensorflow as tf
 from trainer.cluster import peers
 from trainer.cluster import resolve
 from trainer.cluster import strategy as distribution
+from trainer import errors
 from trainer.errors import UserInputError
 
 
@@ -231,7 +232,7 @@ def test_missing_peer_times_out_naming_it():
   """A peer that never listens ends the wait after the timeout, with its name and address."""
   ports = [free_port(), free_port()]
   start = time.monotonic()
-  with pytest.raises(UserInputError, match=rf"1 of 1 peers never answered within 0.5 s "
+  with pytest.raises(errors.PeersMissing, match=rf"1 of 1 peers never answered within 0.5 s "
                      rf"\(--cluster_wait_seconds\): worker 1 at 127.0.0.1:{ports[1]} "
                      r"\(no connection: Connection refused\)"):
     peers.wait_for_peers(loopback_cluster(0, ports), 0.5, poll_seconds=0.05)
@@ -252,7 +253,7 @@ def test_unresolved_peer_name_is_reported(monkeypatch):
   cluster = resolve.Cluster(
       {"worker": [f"127.0.0.1:{free_port()}", "imdb-train-1.imdb-train-workers:2222"]},
       "worker", 0, "the test")
-  with pytest.raises(UserInputError, match="worker 1 at imdb-train-1.imdb-train-workers:2222 "
+  with pytest.raises(errors.PeersMissing, match="worker 1 at imdb-train-1.imdb-train-workers:2222 "
                      r"\(the name imdb-train-1.imdb-train-workers does not resolve"):
     peers.wait_for_peers(cluster, 0.2, poll_seconds=0.05)
 

@@ -1,7 +1,6 @@
 """Export on raw text, reloading in fresh processes, odd inputs, the predict CLI, Vertex outputs."""
 
 import base64
-import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 
 from trainer import config as config_lib
 from trainer.data import prepared_dataset
@@ -19,6 +19,7 @@ from trainer.data import text
 from trainer.errors import UserInputError
 from trainer.serving import export
 from trainer.serving import predict
+from trainer.serving import serving_gate
 from trainer.training import model as model_lib
 from trainer.training import train_lib
 
@@ -30,6 +31,7 @@ ODD_REVIEWS = ["", "   \n\t ", "x" * 1_000_000, "Très bien ! 日本語の映画
 _LOAD_AND_RUN = """
 import base64, json, sys
 import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 model = tf.saved_model.load(sys.argv[1])
 reviews = tf.constant([base64.b64decode(r) for r in json.load(sys.stdin)])
 outputs = model.signatures["serving_default"](reviews=reviews)
@@ -92,6 +94,22 @@ def test_saved_model_cli_runs_the_export(exported):
        'reviews=["a wonderful film", "dull"]'])
   assert "Result for output key probability" in output
   assert "Result for output key sentiment" in output
+
+
+def test_export_holds_tf_serving_warmup_requests_the_serving_gate_replays(exported):
+  """assets.extra/tf_serving_warmup_requests: PredictionLog records TF Serving can replay; the
+  serving gate loads the export in a fresh process, replays them and times it."""
+  logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy()) for record in
+          tf.data.TFRecordDataset(os.path.join(exported, "assets.extra",
+                                               "tf_serving_warmup_requests"))]
+  batches = [tf.make_ndarray(log.predict_log.request.inputs["reviews"]).shape for log in logs]
+  assert batches == [(1,), (1,), (1,), (64,)]
+  assert {log.predict_log.request.model_spec.signature_name for log in logs} == {
+      "serving_default"}
+  report = serving_gate.measure(exported)
+  assert report["loaded"] and report["warmup_requests"] == 4, report
+  assert 0 < report["latency_ms_p50"] <= report["latency_ms_p99"]
+  assert report["batch_size"] == 64 and report["reviews_per_s"] > 0
 
 
 def test_odd_inputs_never_crash_it(exported):

@@ -27,10 +27,11 @@ from trainer import errors
 from trainer.errors import UserInputError
 from trainer.training import train_lib
 
-# About 90 steps of a few milliseconds; a checkpoint every 5; a log line every step.
+# About 90 steps of a few milliseconds; a checkpoint every 5; a log line every step; the best
+# validation's weights exported (kept in the checkpoints, so they must survive the faults too).
 FLAGS = ["--preset=local", "--vocab_size=40", "--max_length=40", "--global_batch_size=8",
          "--epochs=4", "--checkpoint_every_steps=5", "--log_every_steps=1",
-         "--eval_batch_size=64", "--deterministic"]
+         "--eval_batch_size=64", "--deterministic", "--export=best"]
 CONFIG = config_lib.override(config_lib.get_preset("local"), vocab_size=40, max_length=40,
                              global_batch_size=8, epochs=1.0, checkpoint_every_steps=4,
                              eval_batch_size=64)

@@ -1,19 +1,25 @@
 """Prepare: output layout and metadata, the validation split, the vocabulary, safety, bad input."""
 
+import collections
 import glob
+import hashlib
+import json
 import os
 import subprocess
 import sys
 from unittest import mock
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import synthetic_imdb
 from trainer.config import DataConfig
+from trainer.data import beam_pipeline
 from trainer.data import prepare
 from trainer.data import prepared_dataset
 from trainer.data import sources
+from trainer.data import statistics
 from trainer.data import text
 from trainer.errors import UserInputError
 
@@ -28,6 +34,7 @@ def read_records(data_dir, split):
       feature = tf.train.Example.FromString(serialized).features.feature
       reviews.append({"tokens": list(feature["tokens"].int64_list.value),
                       "label": feature["label"].int64_list.value[0],
+                      "rating": feature["rating"].int64_list.value[0],
                       "name": feature["name"].bytes_list.value[0].decode()})
   return reviews
 
@@ -73,10 +80,12 @@ def test_validation_holds_whole_movies_from_the_training_reviews(tmp_path, aclim
 def test_split_depends_on_movies_and_seed_not_on_reading_order():
   """Reviews read in another order (folder vs tarball) land on the same side."""
   reviews = [sources.Review("train", i % 2, b"x", f"r{i}", f"m{i % 10}") for i in range(40)]
-  side = lambda splits: {r.name: s for s in ("train", "validation") for r in splits[s]}
-  forward = side(prepare.split_validation(reviews, 0.3, seed=7))
-  assert forward == side(prepare.split_validation(reviews[::-1], 0.3, seed=7))
-  assert forward != side(prepare.split_validation(reviews, 0.3, seed=8))
+  groups = lambda reviews, seed: prepare.validation_groups(
+      prepare.survey(reviews).train_group_sizes, 0.3, seed)
+  forward = groups(reviews, 7)
+  assert forward == groups(reviews[::-1], 7)
+  assert forward != groups(reviews, 8)
+  assert sum(f"m{i % 10}" in forward for i in range(40)) == 12  # 3 whole movies of 4 reviews.
 
 
 def test_vocabulary_comes_from_the_train_split_only(tmp_path, corpus_files):
@@ -154,17 +163,17 @@ def test_interrupted_run_leaves_no_complete_looking_dataset(tmp_path, aclimdb_ta
   """A failure mid-way leaves no metadata.json; the next run cleans up and completes."""
   corpus = sources.read(aclimdb_tarball)
   output_dir = str(tmp_path / "data")
-  real_write_shards = prepare._write_shards  # pylint: disable=protected-access
+  real_join_pieces = beam_pipeline._join_pieces  # pylint: disable=protected-access
 
-  def write_then_fail(output_dir, split, examples, num_shards):
-    """Writes the train shards, then dies as if killed."""
-    real_write_shards(output_dir, split, examples, num_shards)
+  def join_then_fail(shard_and_pieces, plan):
+    """Writes a shard, then dies as if killed."""
+    real_join_pieces(shard_and_pieces, plan)
     raise KeyboardInterrupt
 
-  with mock.patch.object(prepare, "_write_shards", write_then_fail):
-    with pytest.raises(KeyboardInterrupt):
+  with mock.patch.object(beam_pipeline, "_join_pieces", join_then_fail):
+    with pytest.raises(Exception):  # Beam may wrap it.
       prepare.prepare(corpus, output_dir, SMALL)
-  assert glob.glob(f"{output_dir}/train-*") and not os.path.exists(f"{output_dir}/metadata.json")
+  assert glob.glob(f"{output_dir}/*.tfrecord") and not os.path.exists(f"{output_dir}/metadata.json")
   with pytest.raises(UserInputError, match="not a prepared dataset.*python -m trainer.prepare"):
     prepared_dataset.load_metadata(output_dir)
   prepare.prepare(corpus, output_dir, SMALL)
@@ -173,8 +182,8 @@ def test_interrupted_run_leaves_no_complete_looking_dataset(tmp_path, aclimdb_ta
 
 def test_a_failed_shard_write_leaves_no_partial_file_under_its_name(tmp_path, aclimdb_tarball):
   """Shards are written under a temporary name and renamed only when complete."""
-  with mock.patch.object(prepare.storage, "publish", side_effect=OSError("disk full")):
-    with pytest.raises(OSError, match="disk full"):
+  with mock.patch.object(beam_pipeline.storage, "publish", side_effect=OSError("disk full")):
+    with pytest.raises(Exception, match="disk full"):  # Beam may wrap the OSError.
       prepare.prepare(sources.read(aclimdb_tarball), str(tmp_path / "data"), SMALL)
   assert not glob.glob(str(tmp_path / "data" / "*.tfrecord"))
 
@@ -234,3 +243,70 @@ def test_cli_prepares_and_reports_bad_input_with_exit_code_2(tmp_path, aclimdb_t
   assert "error: " in bad.stderr and "missing.tar.gz does not exist" in bad.stderr
   assert "Traceback" not in bad.stderr
   assert not os.path.exists(tmp_path / "other")
+
+
+def _records_digest(data_dir, split):
+  """sha256 (first 16 hex) of a split's (name, tokens, label, rating), sorted by name."""
+  rows = sorted([r["name"], r["tokens"], r["label"], r["rating"]]
+                for r in read_records(data_dir, split))
+  return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def _stats_digest(metadata, split):
+  """sha256 (first 16 hex) of a split's statistics in metadata.json, without the shards."""
+  stats = {k: v for k, v in metadata["splits"][split].items() if k != "shards"}
+  return hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# What the in-memory prepare before Apache Beam (a480c56) wrote for these corpora: digests of
+# vocab.txt, then per split of the examples and of the statistics of metadata.json.
+_BEFORE_BEAM = {
+    "small": ("d0d14561bc94d893", {"train": ("df03e50ee46ff064", "c4310f2d98dadd8d"),
+                                   "validation": ("2b014512f8b0c00a", "c3ac66baf57e050d"),
+                                   "test": ("f90400be56244fe3", "1c915f20eb1697e1")}),
+    "learnable": ("c2e3b9d5d4a1a22e", {"train": ("e1b5b79ec756a924", "e7730c5024eb915b"),
+                                       "validation": ("eb19d9bae2853067", "b69f681c862af769"),
+                                       "test": ("719b7202b336cb2b", "94f0ff4a02215499")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BEFORE_BEAM))
+def test_same_dataset_as_the_in_memory_prepare_before_beam(tmp_path, case):
+  """Same vocabulary, split membership, examples and statistics as the prepare it replaced."""
+  if case == "small":  # With an empty and a non-UTF-8 review.
+    files = synthetic_imdb.generate(reviews_per_folder=24, reviews_per_movie=4, seed=1)
+    files["aclImdb/test/neg/3_2.txt"] = b""
+    files["aclImdb/train/pos/4_9.txt"] = b"caf\xe9 was great \xff"
+    options = DataConfig(vocab_size=30, num_shards=3, validation_fraction=0.25)
+  else:  # All words in the vocabulary, another seed.
+    files = synthetic_imdb.generate(reviews_per_folder=100, reviews_per_movie=5,
+                                    median_words=30, seed=2)
+    options = DataConfig(num_shards=3, split_seed=5)
+  tarball = synthetic_imdb.write_tarball(files, str(tmp_path / "aclImdb_v1.tar.gz"))
+  metadata = prepare.prepare(sources.read(tarball), str(tmp_path / "data"), options)
+  vocabulary_digest, split_digests = _BEFORE_BEAM[case]
+  vocabulary = (tmp_path / "data" / "vocab.txt").read_bytes()
+  assert hashlib.sha256(vocabulary).hexdigest()[:16] == vocabulary_digest
+  for split, (records_digest, stats_digest) in split_digests.items():
+    assert _records_digest(str(tmp_path / "data"), split) == records_digest, split
+    assert _stats_digest(metadata, split) == stats_digest, split
+
+
+def test_folder_and_tarball_give_byte_identical_shards(tmp_path, aclimdb_tarball, aclimdb_dir):
+  """Shard membership and order depend on the seed and review names, not on reading order."""
+  prepare.prepare(sources.read(aclimdb_tarball), str(tmp_path / "a"), SMALL)
+  prepare.prepare(sources.read(aclimdb_dir), str(tmp_path / "b"), SMALL)
+  shards = sorted(p.name for p in (tmp_path / "a").glob("*.tfrecord"))
+  assert len(shards) == 9
+  for name in shards + ["vocab.txt"]:
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_length_percentiles_are_numpys():
+  """Percentiles from the length histogram equal numpy.percentile of the lengths."""
+  rng = np.random.default_rng(0)
+  for size in (1, 2, 7, 1000):
+    lengths = rng.integers(1, 60, size)
+    histogram = collections.Counter(lengths.tolist())
+    for p in (0, 50, 90, 95, 99, 100):
+      assert statistics.histogram_percentile(histogram, p) == float(np.percentile(lengths, p))

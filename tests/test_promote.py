@@ -11,15 +11,20 @@ import pytest
 from tests import fake_gcs
 from tests.promote_testing import backend  # pylint: disable=unused-import  (a fixture)
 from tests.promote_testing import decisions
+from tests.promote_testing import FAKE_REVIEWS
+from tests.promote_testing import FakeAssessor
 from tests.promote_testing import LocalBackend
 from tests.promote_testing import model
 from tests.promote_testing import model_ids
 from tests.promote_testing import pointer
 from tests.promote_testing import read_tree
+from tests.promote_testing import SERVED
 from tests.promote_testing import without_decisions
 from tests.promote_testing import write_export
+from trainer import errors
 from trainer.errors import UserInputError
 from trainer.serving import promote
+from trainer.serving import significance
 from trainer import storage
 
 
@@ -31,62 +36,77 @@ def test_first_candidate_is_promoted(backend):
   export = backend.candidate("a", 0.85)
   record = backend.promote(export.location)
   files = backend.files()
-  assert record["promoted"] and record["reason"] == "no production model yet"
-  assert record["production_model_id"] is None and record["production_test_accuracy"] is None
-  assert record["model_id"].startswith("1795903751-")
+  assert record["verdict"] == "promoted" and record["reason"] == "no production model yet"
+  assert record["production_model_id"] is None and record["production_accuracy"] is None
+  assert record["p_value"] is None and record["candidate_accuracy"] == 0.85
+  assert record["examples"] == FAKE_REVIEWS and record["data"] == FakeAssessor.data
+  assert record["serving"] == SERVED and record["model_id"].startswith("1795903751-")
   current = pointer(files)
-  assert current["model_id"] == record["model_id"]
+  assert current["model_id"] == record["model_id"] and current["history"] == []
   assert current["path"] == record["model_path"] == backend.location(f"models/{record['model_id']}")
-  assert current["test_accuracy"] == 0.85 and current["candidate"] == export.location
+  assert current["accuracy"] == 0.85 and current["candidate"] == export.location
   assert model(files, record["model_id"]) == export.files
   assert decisions(files) == [record]
 
 
-def test_worse_candidate_is_refused_and_production_untouched(backend):
-  """A lower accuracy is refused; pointer and models stay byte for byte; the refusal is logged."""
+def test_significantly_worse_candidate_is_a_regression_and_production_untouched(backend):
+  """Worse on the same reviews beyond noise: the verdict is regression; nothing changes."""
   first = backend.promote(backend.candidate("a", 0.85).location)
   before = without_decisions(backend.files())
   record = backend.promote(backend.candidate("b", 0.84).location)
   files = backend.files()
-  assert not record["promoted"] and "not better" in record["reason"]
+  assert record["verdict"] == "regression" and "significantly worse" in record["reason"]
   assert record["model_id"] is None and record["model_path"] is None
   assert record["production_model_id"] == first["model_id"]
-  assert (record["candidate_test_accuracy"], record["production_test_accuracy"]) == (0.84, 0.85)
+  assert (record["candidate_accuracy"], record["production_accuracy"]) == (0.84, 0.85)
+  assert (record["candidate_only_correct"], record["production_only_correct"]) == (0, 20)
+  assert record["p_value"] == significance.mcnemar_exact_p_value(0, 20) < 1e-5
+  assert record["test"] == "mcnemar_exact"
   assert without_decisions(files) == before
   assert decisions(files) == [first, record]
+  with pytest.raises(errors.Regression, match="Regression alert"):
+    promote.raise_alerts(record)
 
 
 def test_better_candidate_is_promoted_and_the_previous_model_kept(backend):
-  """A higher accuracy takes the pointer; the previous model stays where it was."""
+  """Significantly better takes the pointer; the previous model stays, named in the history."""
   old_export, new_export = backend.candidate("a", 0.85), backend.candidate("b", 0.86)
   first = backend.promote(old_export.location)
   second = backend.promote(new_export.location)
   files = backend.files()
-  assert second["promoted"] and second["production_model_id"] == first["model_id"]
+  assert second["verdict"] == "promoted" and second["production_model_id"] == first["model_id"]
   assert pointer(files)["model_id"] == second["model_id"] != first["model_id"]
+  assert pointer(files)["history"] == [first["model_id"]]
   assert model_ids(files) == {first["model_id"], second["model_id"]}
   assert model(files, first["model_id"]) == old_export.files
   assert model(files, second["model_id"]) == new_export.files
 
 
-@pytest.mark.parametrize("production_accuracy,candidate_accuracy,min_improvement,promoted", [
-    (0.85, 0.85, 0.0, False),  # Equal is not better.
-    (0.85, 0.8501, 0.0, True),
-    (0.85, 0.859, 0.01, False),
-    (0.2, 0.3, 0.1, True),  # 0.3 - 0.2 < 0.1 in floating point: exactly the minimum still wins.
-    (0.85, 0.95, 0.2, False),
+@pytest.mark.parametrize("production,candidate,shift,policy,verdict,b,c", [
+    (0.85, 0.85, 0, {}, "refused", 0, 0),  # The same answers: not better.
+    (0.85, 0.85, 300, {}, "refused", 300, 300),  # Other answers, same accuracy: noise.
+    (0.85, 0.86, 300, {}, "refused", 300, 280),  # Better by 1 point, p = 0.43: noise.
+    (0.85, 0.84, 300, {}, "refused", 280, 300),  # Worse within noise: no alert.
+    (0.85, 0.86, 0, {}, "promoted", 20, 0),
+    (0.85, 0.852, 0, {}, "refused", 4, 0),  # p = 0.125.
+    (0.85, 0.852, 0, {"max_p_value": 0.2}, "promoted", 4, 0),
+    (0.85, 0.859, 0, {"min_improvement": 0.01}, "refused", 18, 0),
+    (0.2, 0.3, 0, {"min_improvement": 0.1}, "promoted", 200, 0),  # Exactly the minimum wins.
+    (0.85, 0.80, 0, {}, "regression", 0, 100),
 ])
-def test_min_improvement_is_respected(tmp_path, production_accuracy, candidate_accuracy,
-                                      min_improvement, promoted):
-  """Promoted exactly when strictly better by at least min_improvement (up to float rounding)."""
+def test_promoted_only_when_better_by_min_improvement_and_significantly(
+    tmp_path, production, candidate, shift, policy, verdict, b, c):
+  """The verdict follows min_improvement and McNemar's p on the same reviews, not accuracy."""
   backend = LocalBackend(tmp_path)
-  backend.promote(backend.candidate("a", production_accuracy).location)
-  record = backend.promote(backend.candidate("b", candidate_accuracy).location,
-                           min_improvement=min_improvement)
-  assert record["promoted"] == promoted
-  assert record["min_improvement"] == min_improvement
-  assert pointer(backend.files())["test_accuracy"] == (candidate_accuracy if promoted
-                                                       else production_accuracy)
+  backend.promote(backend.candidate("a", production).location)
+  record = backend.promote(backend.candidate("b", candidate, shift=shift).location, **policy)
+  assert record["verdict"] == verdict and record["promoted"] == (verdict == "promoted")
+  assert (record["candidate_only_correct"], record["production_only_correct"]) == (b, c)
+  assert record["p_value"] == significance.mcnemar_exact_p_value(b, c)
+  assert record["min_improvement"] == policy.get("min_improvement", 0.0)
+  assert record["max_p_value"] == policy.get("max_p_value", 0.05)
+  assert pointer(backend.files())["accuracy"] == (candidate if verdict == "promoted"
+                                                  else production)
 
 
 def test_every_decision_is_logged_with_both_scores(backend):
@@ -96,12 +116,50 @@ def test_every_decision_is_logged_with_both_scores(backend):
   records = [backend.promote(export.location) for export in exports]
   logged = decisions(backend.files())
   assert logged == records
-  assert [r["promoted"] for r in logged] == [True, True, False, False, True]
-  assert [r["candidate_test_accuracy"] for r in logged] == accuracies
-  assert [r["production_test_accuracy"] for r in logged] == [None, 0.80, 0.82, 0.82, 0.82]
+  assert [r["verdict"] for r in logged] == ["promoted", "promoted", "regression", "refused",
+                                            "promoted"]
+  assert [r["candidate_accuracy"] for r in logged] == accuracies
+  assert [r["production_accuracy"] for r in logged] == [None, 0.80, 0.82, 0.82, 0.82]
   assert [r["candidate"] for r in logged] == [export.location for export in exports]
   assert all(r["reason"] and r["time"].endswith("Z") for r in logged)
   assert [r["time"] for r in logged] == sorted(r["time"] for r in logged)
+
+
+@pytest.mark.parametrize("serving,reason", [
+    ({"loaded": False, "error": "OSError: truncated saved_model.pb"}, "could not be served"),
+    ({**SERVED, "latency_ms_p99": 80.0}, "80.0 ms at p99, over max_latency_ms 50"),
+])
+def test_a_candidate_that_does_not_serve_is_not_promoted(backend, serving, reason):
+  """Failing to load or answering too slowly is refused before any scoring, and alerts."""
+  first = backend.promote(backend.candidate("a", 0.80).location)
+  before = without_decisions(backend.files())
+  record = backend.promote(backend.candidate("b", 0.95, serving=serving).location)
+  assert record["verdict"] == "not_served" and reason in record["reason"]
+  assert record["examples"] is None and record["candidate_accuracy"] is None  # Not scored.
+  assert record["serving"] == serving and record["production_model_id"] == first["model_id"]
+  assert without_decisions(backend.files()) == before
+  with pytest.raises(errors.ServingGateFailed, match=re.escape(reason)):
+    promote.raise_alerts(record)
+
+
+def test_rollback_walks_back_through_the_models_replaced_and_to_any_kept_model(backend):
+  """--rollback goes to the model the current one replaced, again and again; or to an id."""
+  a, b, c = (backend.promote(backend.candidate(name, accuracy).location)["model_id"]
+             for name, accuracy in (("a", 0.80), ("b", 0.85), ("c", 0.90)))
+  steps = [backend.rollback(), backend.rollback()]
+  assert [(r["production_model_id"], r["model_id"]) for r in steps] == [(c, b), (b, a)]
+  assert all(r["verdict"] == "rolled_back" for r in steps)
+  assert pointer(backend.files())["model_id"] == a and pointer(backend.files())["history"] == []
+  with pytest.raises(UserInputError, match="records no model before"):
+    backend.rollback()
+  assert backend.rollback(c)["model_id"] == c
+  assert pointer(backend.files())["history"] == [a]
+  assert backend.rollback()["model_id"] == a
+  with pytest.raises(UserInputError, match=re.escape("no such model")):
+    backend.rollback("1795903751-00000000")
+  assert model_ids(backend.files()) == {a, b, c}
+  assert [r["verdict"] for r in decisions(backend.files())] == ["promoted"] * 3 + [
+      "rolled_back"] * 4
 
 
 def test_a_failed_copy_leaves_production_untouched(backend, monkeypatch):
@@ -188,17 +246,16 @@ def _production_is_a_file(tmp_path):
     (_metadata("{not json"), "export", "production", 0.0, "is not valid JSON"),
     (_metadata("[1]"), "export", "production", 0.0, "holds no JSON object"),
     (_metadata('{"format": "other"}'), "export", "production", 0.0, "is not 'imdb-bilstm"),
-    (_metadata('{"format": "imdb-bilstm-export", "format_version": 1, "version": "7", '
-               '"test": {"accuracy": 1.5}}'), "export", "production", 0.0, "test.accuracy"),
     (_metadata('{"format": "imdb-bilstm-export", "format_version": 1, "version": "../x", '
                '"test": {"accuracy": 0.9}}'), "export", "production", 0.0, "not a folder name"),
     (_valid_export_and_pointer("{truncated"), "export", "production", 0.0,
      "CURRENT.json is not valid JSON"),
     (_valid_export_and_pointer('{"test_accuracy": 0.9}'), "export", "production", 0.0,
      "names no model_id"),
-    (_valid_export_and_pointer('{"model_id": "m", "test_accuracy": "high"}'), "export",
-     "production", 0.0, "no test_accuracy"),
-    (_valid_export, "export", "production", -0.01, "--min_improvement=-0.01: use a number >= 0"),
+    (_valid_export_and_pointer('{"model_id": "m", "history": "a"}'), "export",
+     "production", 0.0, "history is not a list of model ids"),
+    (_valid_export, "export", "production", -0.01, "--min_improvement=-0.01: it cannot be "
+     "negative"),
     (_valid_export, "export", "production", float("nan"), "--min_improvement=nan"),
     (_valid_export, "export", "export/production", 0.0, "is inside the candidate"),
     (_production_is_a_file, "export", "production", 0.0, "is a file: pass a directory"),
@@ -212,7 +269,8 @@ def test_bad_input_is_named_with_its_fix(tmp_path, make_input, candidate, produc
   before = read_tree(tmp_path)
   production = production if "://" in production else str(tmp_path / production)
   with pytest.raises(UserInputError, match=re.escape(message)):
-    promote.promote(str(tmp_path / candidate), production, min_improvement,
+    promote.promote(str(tmp_path / candidate), production, FakeAssessor(),
+                    promote.Policy(min_improvement=min_improvement),
                     gcs_client=fake_gcs.FakeClient())
   assert read_tree(tmp_path) == before  # Nothing written, nothing removed.
 
@@ -221,7 +279,7 @@ def test_corrupt_pointer_error_says_how_to_recover(tmp_path):
   """A corrupt CURRENT.json error points at the decision log and at deleting it."""
   _valid_export_and_pointer("{")(tmp_path)
   with pytest.raises(UserInputError) as error:
-    promote.promote(str(tmp_path / "export"), str(tmp_path / "production"))
+    promote.promote(str(tmp_path / "export"), str(tmp_path / "production"), FakeAssessor())
   assert "delete it" in str(error.value) and "decisions" in str(error.value)
 
 
@@ -235,20 +293,24 @@ def run_cli(*args):
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def test_cli_prints_the_decision_and_exits_0_promoted_or_refused_2_on_bad_input(tmp_path):
-  """The CLI prints one JSON line and exits 0 on promotion and refusal, 2 on bad input."""
+def test_cli_rolls_back_and_exits_2_on_bad_input(tmp_path):
+  """--rollback prints the record as one JSON line; bad input exits 2 with one clear line."""
   backend = LocalBackend(tmp_path)
-  better, worse = backend.candidate("a", 0.9), backend.candidate("b", 0.8)
+  first = backend.promote(backend.candidate("a", 0.8).location)
+  second = backend.promote(backend.candidate("b", 0.9).location)
   production = f"--production={backend.production}"
-  outcomes = []
-  for export in (better, worse):
-    result = run_cli(f"--candidate={export.location}", production, "--min_improvement=0.01")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1
-    outcomes.append(json.loads(lines[0]))
-  assert [o["promoted"] for o in outcomes] == [True, False]
-  assert decisions(backend.files()) == outcomes
-  bad = run_cli(f"--candidate={tmp_path / 'missing'}", production)
-  assert bad.returncode == 2 and not bad.stdout
-  assert "error: Candidate" in bad.stderr and "nothing is there" in bad.stderr
+  result = run_cli(production, "--rollback")
+  assert result.returncode == 0, result.stderr
+  [line] = result.stdout.splitlines()
+  record = json.loads(line)
+  assert (record["verdict"], record["model_id"]) == ("rolled_back", first["model_id"])
+  assert decisions(backend.files())[-1] == record
+  again = run_cli(production, f"--rollback={second['model_id']}")
+  assert again.returncode == 0 and pointer(backend.files())["model_id"] == second["model_id"]
+  for args, message in (([production], "Pass --candidate"),
+                        ([production, "--rollback=nope"], "no such model"),
+                        ([production, f"--candidate={tmp_path}/x", "--max_p_value=0"],
+                         "--max_p_value=0.0: use a value in (0, 1]")):
+    bad = run_cli(*args)
+    assert bad.returncode == 2 and not bad.stdout, bad.stderr
+    assert message in bad.stderr

@@ -15,6 +15,7 @@ import pytest
 
 from tests import fake_gcs
 from tests.promote_testing import decisions
+from tests.promote_testing import FakeAssessor
 from tests.promote_testing import GcsBackend
 from tests.promote_testing import LocalBackend
 from tests.promote_testing import model_ids
@@ -53,7 +54,7 @@ def promote_after_barrier(candidate, production, barrier, results):
     return replace_if(store, name, data, token)
 
   storage.LocalStore.replace_if = replace_if_after_barrier
-  results.put(promote.promote(candidate, production))
+  results.put(promote.promote(candidate, production, FakeAssessor()))
 
 
 def test_two_local_processes_at_once_leave_one_winner(tmp_path):
@@ -108,8 +109,8 @@ def test_the_loser_of_a_race_decides_again_against_the_winner(tmp_path):
   loser = next(r for r in records if r["lost_races"])
   # The loser judged against the winner: refused if worse, promoted over it if better.
   assert loser["production_model_id"] not in (None, initial["model_id"])
-  assert loser["promoted"] == (loser["candidate_test_accuracy"] == 0.91)
-  assert pointer(files)["test_accuracy"] == 0.91
+  assert loser["promoted"] == (loser["candidate_accuracy"] == 0.91)
+  assert pointer(files)["accuracy"] == 0.91
   assert len(model_ids(files)) == 1 + sum(r["promoted"] for r in records)
 
 
@@ -156,8 +157,9 @@ def test_real_client_on_the_emulator_promotes_with_conditional_writes_only(tmp_p
   for name, accuracy in (("a", 0.85), ("b", 0.84), ("c", 0.9)):
     for relative, data in write_export(str(tmp_path / name), accuracy).items():
       client.bucket("exports").blob(f"{name}/{relative}").upload_from_string(data)
-  records = [promote.promote(f"gs://exports/{name}", "gs://production/imdb") for name in "abc"]
-  assert [r["promoted"] for r in records] == [True, False, True]
+  records = [promote.promote(f"gs://exports/{name}", "gs://production/imdb", FakeAssessor())
+             for name in "abc"]
+  assert [r["verdict"] for r in records] == ["promoted", "regression", "promoted"]
   current = json.loads(client.bucket("production").blob("imdb/CURRENT.json").download_as_bytes())
   assert current["model_id"] == records[2]["model_id"]
   kept = {blob.name for blob in client.list_blobs("production", prefix="imdb/models/")}

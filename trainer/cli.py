@@ -128,7 +128,8 @@ def run(main, takes_arguments=False):
   """Runs a command's `main()`, or `main(arguments)` if it `takes_arguments`.
 
   Positional arguments of a command that takes none are refused. A UserInputError exits with
-  one line and code 2; `Preempted` and `PeerLost` with code 42 (restart the job).
+  one line and code 2; an `errors.JobStopped` with its own code (42 for `Preempted` and
+  `PeerLost`: restart the job).
   """
 
   def main_reporting_errors(argv):
@@ -143,8 +144,8 @@ def run(main, takes_arguments=False):
     except UserInputError as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(errors.USER_ERROR_EXIT_CODE)
-    except (errors.Preempted, errors.PeerLost) as e:
+    except errors.JobStopped as e:
       print(str(e), file=sys.stderr)
-      sys.exit(errors.RESTART_EXIT_CODE)
+      sys.exit(e.exit_code)
 
   app.run(main_reporting_errors)

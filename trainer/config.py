@@ -18,6 +18,7 @@ OPTIMIZER_CHOICES = ("adam", "adamw", "sgd")
 SCHEDULE_CHOICES = ("constant", "cosine")
 DENSE_GRADIENT_CHOICES = ("auto", "always", "never")
 KEEP_CHOICES = ("first", "last")
+INPUT_CACHE_CHOICES = ("auto", "memory", "stream")
 STRATEGY_CHOICES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISION_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 METRIC_NAMES = ("accuracy", "loss", "auc", "precision", "recall")
@@ -29,6 +30,7 @@ _BOUNDS = {
     "nonnegative": (lambda v: v >= 0, "it cannot be negative"),
     "fraction": (lambda v: 0 <= v < 1, "use a value in [0, 1)"),
     "open_fraction": (lambda v: 0 < v < 1, "use a value strictly between 0 and 1, such as 0.1"),
+    "probability": (lambda v: 0 < v <= 1, "use a value in (0, 1], such as 0.05"),
 }
 
 
@@ -88,6 +90,10 @@ class InputConfig(Options):
   keep: str = option("last", "Which end of a long review is kept.", choices=KEEP_CHOICES)
   sort_window_batches: int = option(64, "Batches sorted by length together (length bucketing).",
                                     bound="positive")
+  input_cache: str = option("auto", "memory: each worker holds its share of the reviews in "
+                            "memory; stream: reads its shards as a stream (memory bounded); "
+                            "auto: memory when the share's files fit in 2 GiB.",
+                            choices=INPUT_CACHE_CHOICES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,10 +5,13 @@ r"""Turns IMDB reviews into a vocabulary and sharded TFRecords for training.
 
 --input is the aclImdb .tar.gz (local or gs://), the extracted aclImdb folder, `tfds`, or empty
 to download the canonical tarball. The data flags are the `data` section of trainer/config.py.
-The work is `data.prepare.prepare`.
+The work is `data.prepare.prepare`, an Apache Beam pipeline: on this machine by default, on
+Dataflow with --runner=DataflowRunner --beam_pipeline_options=project=P,region=R,... (docs/data.md).
 """
 
 import dataclasses
+
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from trainer import cli
 from trainer.config import DataConfig
@@ -24,13 +27,24 @@ class PrepareOptions(Options):
   output_dir: str | None = option(None, "Folder (local or gs://) for the prepared dataset.",
                                   required=True)
   overwrite: bool = option(False, "Replace a different dataset already in --output_dir.")
+  runner: str = option("DirectRunner", "Apache Beam runner: DirectRunner (this machine) or "
+                       "DataflowRunner (many machines; see --beam_pipeline_options).")
+  beam_pipeline_options: tuple[str, ...] = option(
+      (), "More Beam pipeline options as key=value, comma-separated, e.g. project=P,region=R,"
+      "temp_location=gs://B/tmp,setup_file=./setup.py.")
+
+  def pipeline_options(self):
+    """The Beam `PipelineOptions` these flags name."""
+    flags = [f"--{item}" for item in self.beam_pipeline_options]
+    return PipelineOptions(flags, runner=self.runner)
 
 
 def main():
   """Reads the source named by the flags and prepares the dataset."""
   data = cli.options_from_flags(DataConfig())
   options = cli.options_from_flags(PrepareOptions())
-  prepare.prepare(cli.source_from_flags(), options.output_dir, data, overwrite=options.overwrite)
+  prepare.prepare(cli.source_from_flags(), options.output_dir, data, overwrite=options.overwrite,
+                  pipeline_options=options.pipeline_options())
 
 
 if __name__ == "__main__":

@@ -1,36 +1,41 @@
-r"""The scheduled retraining job in one command: prepare if needed, train, export, promote.
+r"""The scheduled retraining job in one command: prepare if needed, gate, train, export, promote.
 
   python -m trainer.retrain --input=gs://bucket/aclImdb_v1.tar.gz \
       --data_cache=gs://bucket/imdb/data --runs_dir=gs://bucket/imdb/runs \
       --production=gs://bucket/imdb/production
 
-The run folder is `<runs_dir>/<run_name>` (default: the UTC date and time; pass a fixed
---run_name, e.g. the Kubernetes Job's name, so that a restarted pod resumes the same run). Every
-config field is a flag, as in trainer.train. The work is `training.retrain_lib.retrain`.
+Run it on every worker of a multi-host job, with the cluster flags of trainer.train: the chief
+prepares and promotes, all train. The run folder is `<runs_dir>/<run_name>` (default: the UTC date
+and time; pass a fixed --run_name, e.g. the Kubernetes Job's name, so that a restarted pod
+resumes the same run). Every config field is a flag, as in trainer.train. Exit codes: 0 done
+(promoted or refused), 2 bad input, 3 regression alert, 4 data drift refused, 5 the candidate
+failed the serving gate, 42 preempted (restart), 43 the chief never prepared the data (retry).
+The work is `training.retrain_lib.retrain`.
 """
 
 import dataclasses
 
 from trainer import cli
+from trainer.cluster import strategy as strategy_lib
 from trainer.config import option
 from trainer.config import Options
+from trainer.errors import UserInputError
+from trainer.serving import promote
 from trainer import storage
 from trainer.training import retrain_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrainOptions(Options):
-  """The flags of retrain beside the config, the source and the cluster."""
+  """The flags of retrain beside the config, the source, the cluster and the gates."""
   data_cache: str | None = option(None, "Folder (local or gs://) of prepared datasets, one per "
                                   "source fingerprint.", required=True)
   runs_dir: str | None = option(None, "Folder (local or gs://) of the dated run folders.",
                                 required=True)
   run_name: str | None = option(None, "This run's folder name (default: UTC date-time). A "
-                                "fixed name resumes that run.")
+                                "fixed name resumes that run; on many workers, give one.")
   production: str | None = option(None, "Production folder (local or gs://) to promote to.",
                                   required=True)
-  min_improvement: float = option(0.0, "Test accuracy the new model must gain over the "
-                                  "production model to replace it.", bound="nonnegative")
 
 
 def main():
@@ -38,12 +43,18 @@ def main():
   config = cli.config_from_flags()
   strategy = cli.strategy_from_flags(config)  # First: MultiWorkerMirroredStrategy needs it.
   options = cli.options_from_flags(RetrainOptions())
+  if strategy_lib.num_workers(strategy) > 1 and not options.run_name:
+    raise UserInputError("Pass --run_name on a multi-worker job (e.g. the Job's name), so that "
+                         "every worker trains in the same run folder.")
   run_dir = storage.join(options.runs_dir, options.run_name or retrain_lib.default_run_name())
   retrain_lib.retrain(config, cli.source_from_flags(), options.data_cache, run_dir,
-                      options.production, options.min_improvement, strategy)
+                      options.production, cli.options_from_flags(promote.Policy()),
+                      cli.options_from_flags(retrain_lib.Gates()), strategy)
 
 
 if __name__ == "__main__":
   cli.define_run_flags()
   cli.define_option_flags(RetrainOptions)
+  cli.define_option_flags(promote.Policy)
+  cli.define_option_flags(retrain_lib.Gates)
   cli.run(main)

@@ -134,6 +134,10 @@ class LocalStore:
     """The path of `name` (a "/"-separated name relative to the root)."""
     return os.path.join(self._root, *name.split("/")) if name else self._root
 
+  def subfolder(self, name):
+    """The store of the folder `name` inside this one."""
+    return LocalStore(self.location(name))
+
   def list_files(self, under=""):
     """Names of all files under the folder `under`, relative to the root, in sorted order."""
     prefix = f"{under}/" if under else ""
@@ -210,6 +214,10 @@ class GcsStore:
   def location(self, name=""):
     """The gs:// URL of `name` (a "/"-separated name relative to the root)."""
     return join(self._url, name) if name else self._url
+
+  def subfolder(self, name):
+    """The store of the folder `name` inside this one."""
+    return GcsStore(self.location(name), self._client)
 
   def _object_name(self, name):
     """The object name of `name`."""

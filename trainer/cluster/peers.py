@@ -12,6 +12,8 @@ import time
 from absl import logging
 
 from trainer.cluster.resolve import split_address
+from trainer.errors import PEERS_MISSING_EXIT_CODE
+from trainer.errors import PeersMissing
 from trainer.errors import UserInputError
 
 _PROBE_SECONDS = 5.0  # Longest wait for one connection attempt.
@@ -78,7 +80,7 @@ def wait_for_peers(cluster, timeout_seconds, poll_seconds=1.0):
     poll_seconds: pause between rounds of connection attempts.
 
   Raises:
-    UserInputError: naming the peers that did not answer in time, and why.
+    PeersMissing: naming the peers that did not answer in time, and why.
   """
   start = time.monotonic()
   deadline = start + timeout_seconds
@@ -104,10 +106,11 @@ def wait_for_peers(cluster, timeout_seconds, poll_seconds=1.0):
         logging.info("Every peer answered after %.1f s.", now - start)
         return
       if now >= deadline:
-        raise UserInputError(
+        raise PeersMissing(
             f"{len(pending)} of {cluster.num_workers - 1} peers never answered within "
             f"{timeout_seconds:g} s (--cluster_wait_seconds): {missing}. Check that they run "
-            f"and that {cluster.source} gives their right addresses.")
+            f"and that {cluster.source} gives their right addresses; exiting with code "
+            f"{PEERS_MISSING_EXIT_CODE} so that the job retries (within its backoffLimit).")
       if now >= next_report:
         logging.info("Still waiting for %d peers: %s.", len(pending), missing)
         next_report = now + _REPORT_EVERY_SECONDS

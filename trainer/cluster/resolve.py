@@ -34,7 +34,7 @@ DEFAULT_WAIT_SECONDS = 600.0
 
 @dataclasses.dataclass(frozen=True)
 class ClusterOptions(Options):
-  """The cluster as given by flags (each overriding its environment variable), and the wait."""
+  """The cluster as given by flags (each overriding its environment variable), the wait, GPUs."""
   cluster_workers: tuple[str, ...] = option(
       (), "host:port of every worker, worker 0 (the chief) first, with --worker_index: a "
       "cluster without TF_CONFIG.")
@@ -50,6 +50,10 @@ class ClusterOptions(Options):
   cluster_wait_seconds: float = option(
       DEFAULT_WAIT_SECONDS, "How long every worker waits for the others to answer before it "
       "stops, naming them.", bound="nonnegative")
+  require_gpus: int | None = option(
+      None, "GPUs this process must see, else it stops naming the CUDA libraries at fault "
+      "(default: $TRAINER_REQUIRE_GPUS, else as many as NVIDIA_VISIBLE_DEVICES lists, else 0).",
+      bound="nonnegative")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
+from trainer.cluster import gpus
 from trainer.cluster import peers
 from trainer.cluster import resolve
 from trainer.config import STRATEGY_CHOICES
@@ -22,13 +23,15 @@ def build_strategy(name="auto", options=resolve.ClusterOptions()):
   Args:
     name: "auto" (a cluster of several workers -> multi_worker; several GPUs -> mirrored; else
       one_device), "default", "one_device", "mirrored" or "multi_worker".
-    options: the cluster given by flags (`ClusterOptions`), and how long to wait for it.
+    options: the cluster given by flags (`ClusterOptions`), how long to wait for it, and the
+      GPUs that must be visible.
 
   Returns:
     A `tf.distribute.Strategy`.
   """
   if name not in STRATEGY_CHOICES:
     raise UserInputError(f"--strategy={name}: choose one of {STRATEGY_CHOICES}.")
+  gpus.check_gpus_visible(options.require_gpus)
   cluster = resolve.resolve_cluster(options)
   workers = cluster.num_workers if cluster else 1
   if name == "auto":

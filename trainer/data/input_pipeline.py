@@ -26,6 +26,24 @@ memory as one ragged tensor, and from then on works on whole batches only:
   `endless=True` it then yields filler batches (label -1) forever, so that workers with fewer
   reviews can keep in step with the others until all are done.
 
+A worker whose share does not fit in memory streams it instead (`input_cache="stream"`, or
+"auto" when its files are larger than `memory_budget_bytes`), with the same batch shapes:
+
+- Epoch e reads the pipeline's files in an order fixed by (seed, e), interleaved, and shuffles
+  each block of `_STREAM_SHUFFLE_BUFFER` consecutive reviews by a permutation fixed by (seed, e,
+  block): a review's place in the epoch is random within its block, not over the whole share.
+  (Stateless, unlike `Dataset.shuffle`, whose seed must be a Python number once a global seed is
+  set, as training sets it.)
+- Each epoch is cut into windows of `sort_window_batches` steps, bucketed as above; the last
+  window of an epoch holds the whole steps that remain, and the fewer than one step of reviews
+  left over are skipped in that epoch (each epoch skips others). Windows never span two epochs,
+  so no step holds a review twice.
+- Exact resume is kept: step s is a function of (seed, s) and the files, so `start_step=s`
+  continues the exact sequence. To get there it reads (without parsing) up to one epoch of
+  records, and counts the share's reviews once at the start.
+- Evaluation reads the files in order and sorts windows of `sort_window_batches` batches by
+  length (padding is a little higher than with everything sorted); each review once.
+
 Batches are `(tokens, labels)`: int32[batch, time] ids right-padded with 0 (what a masked cuDNN
 LSTM needs), truncated to `max_length` keeping the `keep` end; no row is all padding.
 """
@@ -34,17 +52,22 @@ from absl import logging
 import tensorflow as tf
 
 from trainer import config as config_lib
+from trainer.data import batching
 from trainer.data import records
+from trainer.data import streaming
 from trainer.data import text
 
 _READ_CHUNK = 4096  # Serialized reviews parsed per op while loading.
 _MAX_PARALLEL_READS = 8
 _EPOCH_SALT = 0  # Third seed word of the per-epoch permutation.
 _BATCH_ORDER_SALT = 1  # Third seed word of the batch order inside a window.
+_STREAM_SHUFFLE_BUFFER = 16384  # Reviews (serialized) shuffled together when streaming.
+MEMORY_BUDGET_BYTES = 2 << 30  # "auto" streams a share whose files are larger than this.
 
 
 def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="last", seed=0,
-                 input_context=None, start_step=0, sort_window_batches=64, endless=False):
+                 input_context=None, start_step=0, sort_window_batches=64, endless=False,
+                 input_cache="auto", memory_budget_bytes=MEMORY_BUDGET_BYTES):
   """Builds the batches one input pipeline feeds to its replicas.
 
   Args:
@@ -61,6 +84,9 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
       reviews of the pipeline (see the module docstring).
     endless: evaluation only: after the reviews, yield filler batches of `per_replica_batch_size`
       reviews with label -1 (to be ignored) forever.
+    input_cache: "memory" (hold the reviews), "stream" (read the files as a stream), or "auto"
+      (stream when this pipeline's files are larger than `memory_budget_bytes`).
+    memory_budget_bytes: the size of files that "auto" still holds in memory.
 
   Returns:
     A `tf.data.Dataset` of (tokens int32[batch, time], labels int32[batch]).
@@ -71,12 +97,48 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
     raise ValueError("per_replica_batch_size, max_length and sort_window_batches must be "
                      f"positive, got {per_replica_batch_size}, {max_length}, "
                      f"{sort_window_batches}.")
-  reviews = _load_reviews(files, input_context, max_length, keep)
-  if not training:  # Read again at every evaluation: keep the reviews in memory.
-    reviews = reviews.cache()
+  if input_cache not in config_lib.INPUT_CACHE_CHOICES:
+    raise ValueError(f"input_cache must be one of {config_lib.INPUT_CACHE_CHOICES}, got "
+                     f"{input_cache!r}.")
+  files, record_shard = _files_for_this_pipeline(files, input_context)
   replicas = 1
   if input_context is not None:
     replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+  if _streams(input_cache, files, record_shard, memory_budget_bytes):
+    batches = streaming.make_batches(
+        _serialized_reviews(files, record_shard), _parser(max_length, keep),
+        per_replica_batch_size, training=training, replicas=replicas, seed=seed,
+        start_step=start_step, sort_window_batches=sort_window_batches)
+  else:
+    batches = _in_memory_batches(_load_reviews(_serialized_reviews(files, record_shard)(),
+                                               _parser(max_length, keep)),
+                                 per_replica_batch_size, training, replicas, seed, start_step,
+                                 sort_window_batches)
+  if endless and not training:
+    filler = (tf.fill([per_replica_batch_size, 1], text.OOV_ID),
+              tf.fill([per_replica_batch_size], -1))
+    batches = batches.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
+  return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _streams(input_cache, files, record_shard, memory_budget_bytes):
+  """Whether this pipeline streams its files (see `make_dataset`'s `input_cache`)."""
+  if input_cache != "auto":
+    return input_cache == "stream"
+  share = sum(tf.io.gfile.stat(path).length for path in files) / (
+      record_shard[0] if record_shard else 1)
+  streams = share > memory_budget_bytes
+  logging.info("input_cache=auto: this pipeline's share of the files is %.0f MB, %s the budget "
+               "of %.0f MB: %s.", share / 1e6, "over" if streams else "within",
+               memory_budget_bytes / 1e6, "streaming it" if streams else "holding it in memory")
+  return streams
+
+
+def _in_memory_batches(reviews, per_replica_batch_size, training, replicas, seed, start_step,
+                       sort_window_batches):
+  """The batches of reviews held in memory (`_load_reviews`'s one element)."""
+  if not training:  # Read again at every evaluation: keep the reviews in memory.
+    reviews = reviews.cache()
 
   def padded_batches(tokens, labels):
     """The batches of the reviews of this pipeline, gathered and padded in parallel."""
@@ -86,15 +148,10 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
                                         sort_window_batches)
     else:
       indices = _evaluation_batch_indices(tokens.row_lengths(), per_replica_batch_size)
-    return indices.map(lambda batch: _gather_padded(tokens, labels, batch),
+    return indices.map(lambda batch: batching.gather_padded(tokens, labels, batch),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-  batches = reviews.flat_map(padded_batches)
-  if endless and not training:
-    filler = (tf.fill([per_replica_batch_size, 1], text.OOV_ID),
-              tf.fill([per_replica_batch_size], -1))
-    batches = batches.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
-  return batches.prefetch(tf.data.AUTOTUNE)
+  return reviews.flat_map(padded_batches)
 
 
 def make_synthetic_dataset(per_replica_batch_size, max_length, vocab_size, seed=0):
@@ -141,28 +198,68 @@ def _files_for_this_pipeline(files, input_context):
   return files, (count, index)
 
 
-def _load_reviews(files, input_context, max_length, keep):
-  """Reads this pipeline's reviews into one element.
+def _serialized_reviews(files, record_shard):
+  """This pipeline's serialized reviews, as a function of two seeds.
+
+  Args:
+    files, record_shard: from `_files_for_this_pipeline`.
 
   Returns:
-    A dataset of one element (tokens, labels): RaggedTensor int32[reviews, (time)] truncated to
-    `max_length`, without empty rows, and int32[reviews].
+    `reviews(file_order_seed=None, shuffle_seed=None)`: a dataset of serialized reviews, the
+    files in the order of `file_order_seed` (int64[3]) and the reviews shuffled in blocks by
+    `shuffle_seed` (int64[2]) when they are given.
   """
-  files, record_shard = _files_for_this_pipeline(files, input_context)
-  serialized = tf.data.TFRecordDataset(
-      files, num_parallel_reads=min(len(files), _MAX_PARALLEL_READS))
-  if record_shard:
-    serialized = serialized.shard(*record_shard)
+  def reviews(file_order_seed=None, shuffle_seed=None):
+    """The serialized reviews (see above)."""
+    paths = tf.constant(files)
+    if file_order_seed is not None:
+      paths = tf.gather(paths, batching.stateless_shuffle(
+          tf.range(len(files), dtype=tf.int64), len(files) - 1, file_order_seed))
+    serialized = tf.data.TFRecordDataset(
+        paths, num_parallel_reads=min(len(files), _MAX_PARALLEL_READS))
+    if record_shard:
+      serialized = serialized.shard(*record_shard)
+    if shuffle_seed is not None:
+      serialized = serialized.batch(_STREAM_SHUFFLE_BUFFER).enumerate().map(
+          lambda block_index, block: _shuffled_block(block, tf.concat(
+              [shuffle_seed, [block_index]], axis=0))).unbatch()
+    return serialized
 
-  def parse_chunk(chunk):
-    """Parses and truncates a chunk; returns its flat ids, row lengths and labels."""
-    tokens, labels = records.parse(chunk)
+  return reviews
+
+
+def _shuffled_block(block, seed):
+  """The reviews of `block` (string[n]) in the order of a permutation fixed by seed int64[3]."""
+  size = tf.size(block, tf.int64)
+  return tf.gather(block, batching.stateless_shuffle(tf.range(size), size - 1, seed))
+
+
+def _parser(max_length, keep):
+  """`parse(serialized string[n])` -> (RaggedTensor int32[kept, (time)], int32[kept]).
+
+  The reviews are truncated to `max_length` keeping the `keep` end; empty ones are dropped.
+  """
+  def parse(serialized):
+    """Parses, truncates and drops empty reviews."""
+    tokens, labels = records.parse(serialized)
     tokens = text.truncate(tokens, max_length, keep)
     not_empty = tokens.row_lengths() > 0
-    tokens = tf.ragged.boolean_mask(tokens, not_empty)
-    return tokens.flat_values, tokens.row_lengths(), tf.boolean_mask(labels, not_empty)
+    return tf.ragged.boolean_mask(tokens, not_empty), tf.boolean_mask(labels, not_empty)
 
-  chunks = serialized.batch(_READ_CHUNK).map(parse_chunk)
+  return parse
+
+
+def _load_reviews(serialized, parse):
+  """Reads the reviews of the dataset `serialized` into one element, parsed by `parse`.
+
+  Returns:
+    A dataset of one element (tokens, labels): RaggedTensor int32[reviews, (time)] and
+    int32[reviews].
+  """
+  def parse_chunk(chunk):
+    """A chunk's flat ids, row lengths and labels."""
+    tokens, labels = parse(chunk)
+    return tokens.flat_values, tokens.row_lengths(), labels
 
   def concatenate(state, chunk):
     """Appends a chunk's tensors to the accumulated ones."""
@@ -171,7 +268,8 @@ def _load_reviews(files, input_context, max_length, keep):
   def load_all(_):
     """Reads every chunk and returns them as one element."""
     empty = (tf.zeros([0], tf.int32), tf.zeros([0], tf.int64), tf.zeros([0], tf.int32))
-    values, row_lengths, labels = chunks.reduce(empty, concatenate)
+    values, row_lengths, labels = serialized.batch(_READ_CHUNK).map(parse_chunk).reduce(
+        empty, concatenate)
     tf.debugging.assert_positive(
         tf.size(labels), message="This input pipeline got no reviews: its files are empty or "
         "there are more input pipelines than reviews.")
@@ -179,11 +277,6 @@ def _load_reviews(files, input_context, max_length, keep):
         (tf.RaggedTensor.from_row_lengths(values, row_lengths), labels))
 
   return tf.data.Dataset.from_tensors(0).flat_map(load_all)
-
-
-def _stateless_shuffle(index, max_index, seed):
-  """Position of each `index` in a permutation of [0, max_index] fixed by seed int64[3]."""
-  return tf.raw_ops.RandomIndexShuffle(index=index, seed=seed, max_index=max_index, rounds=4)
 
 
 def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, start_step,
@@ -209,7 +302,7 @@ def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, st
     epoch = tf.broadcast_to(tf.where(one_order, tf.zeros_like(epoch), epoch), tf.shape(index))
     seeds = tf.stack([tf.fill(tf.shape(index), tf.constant(seed, tf.int64)), epoch,
                       tf.fill(tf.shape(index), tf.constant(_EPOCH_SALT, tf.int64))], axis=1)
-    return _stateless_shuffle(index, num_reviews - 1, seeds)
+    return batching.stateless_shuffle(index, num_reviews - 1, seeds)
 
   def tail(epoch):
     """Reviews of the last `window_size` positions of `epoch`, in their rearranged order."""
@@ -240,7 +333,7 @@ def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, st
     review = window_reviews(window * window_size + tf.range(window_size, dtype=tf.int64))
     review = tf.gather(review, tf.argsort(tf.gather(lengths, review), stable=True))
     steps = tf.reshape(review, [window_steps, step_size])
-    step_order = _stateless_shuffle(tf.range(window_steps), window_steps - 1,
+    step_order = batching.stateless_shuffle(tf.range(window_steps), window_steps - 1,
                                     tf.stack([tf.constant(seed, tf.int64), window,
                                               tf.constant(_BATCH_ORDER_SALT, tf.int64)]))
     return tf.reshape(tf.gather(steps, step_order), [window_steps * replicas, batch_size])
@@ -267,17 +360,3 @@ def _evaluation_batch_indices(lengths, batch_size):
     A dataset of int64[batch] review indices, one element per batch.
   """
   return tf.data.Dataset.from_tensor_slices(tf.argsort(lengths, stable=True)).batch(batch_size)
-
-
-def _gather_padded(tokens, labels, batch):
-  """Gathers a batch's reviews and right-pads them with `text.PAD_ID` to the longest one.
-
-  Args:
-    tokens: RaggedTensor int32[reviews, (time)].
-    labels: int32[reviews].
-    batch: int[batch], indices of the batch's reviews.
-
-  Returns:
-    (int32[batch, time], int32[batch]).
-  """
-  return tf.gather(tokens, batch).to_tensor(default_value=text.PAD_ID), tf.gather(labels, batch)

@@ -5,6 +5,10 @@ The output (a local path or gs:// URI) holds `{train,validation,test}-NNNNN-of-N
 whole movies at a time; test is the official test split. The vocabulary comes from the train
 split only.
 
+A first pass over the source (here) checksums the reviews and counts them per movie, which picks
+the validation movies; the Apache Beam pipeline of `beam_pipeline` then does the work, on the
+DirectRunner or on many machines (DataflowRunner).
+
 The output is complete exactly when metadata.json exists: it is written last. Preparing again
 with the same source and options does nothing; a different existing dataset is kept unless
 `overwrite`; files this module did not write are never deleted.
@@ -16,122 +20,85 @@ import hashlib
 import json
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from trainer.config import DataConfig
+from trainer.data import beam_pipeline
 from trainer.data import prepared_dataset
-from trainer.data import records
-from trainer.data import sources
 from trainer.data import text
 from trainer.errors import UserInputError
 from trainer import storage
 
-_TOKENIZE_BATCH = 1024
-_LISTED_REVIEWS = 100  # At most this many review names per problem in metadata.json.
 _FINGERPRINT_CHARACTERS = 16  # Of a dataset's fingerprint, naming its folder in a cache.
+_CHECKSUM_MODULUS = 2 ** 256
 
 
-# --- Splitting.
+@dataclasses.dataclass(frozen=True)
+class Survey:
+  """What one pass over a corpus tells before preparing it."""
+  content_sha256: str
+  train_group_sizes: dict  # Official train reviews per group (`beam_pipeline.review_group`).
+  test_reviews: int
 
 
-def split_validation(reviews, fraction, seed):
-  """Moves whole movies from the official train split to validation.
+def _review_digest(review):
+  """A review's own sha256 (name, label, rating, movie and text), as an integer."""
+  header = f"{review.name}\t{review.label}\t{review.rating}\t{review.movie}\t{len(review.text)}\n"
+  return int.from_bytes(hashlib.sha256(header.encode("utf-8") + review.text).digest(), "big")
 
-  Movies are taken in an order fixed by a hash of (seed, movie) until `fraction` of the training
-  reviews is reached, so a review's side depends on nothing but its movie and the seed. Reviews
-  without a known movie are their own group.
 
-  Returns:
-    Dict split name -> list of Review, for "train", "validation" and "test".
+def survey(reviews):
+  """Reads the reviews once: their checksum and how many there are per movie.
+
+  The checksum is of the reviews themselves, whatever their container and order: a sum of the
+  reviews' own sha256 values (a multiset hash), hashed with their number.
   """
-  train = [r for r in reviews if r.split == "train"]
-  groups = collections.defaultdict(list)
-  for review in train:
-    groups[review.movie or f"review:{review.name}"].append(review)
-  ranked = sorted(groups, key=lambda group: hashlib.sha256(f"{seed}:{group}".encode()).digest())
-  validation_groups, size = set(), 0
-  for group in ranked:
-    if size >= fraction * len(train):
-      break
-    validation_groups.add(group)
-    size += len(groups[group])
-  return {
-      "train": [r for r in train if (r.movie or f"review:{r.name}") not in validation_groups],
-      "validation": [r for r in train if (r.movie or f"review:{r.name}") in validation_groups],
-      "test": [r for r in reviews if r.split == "test"],
-  }
-
-
-def _validation_grouping(validation):
-  """Describes how the validation split was grouped, for metadata.json."""
-  without_movie = sum(r.movie is None for r in validation)
-  if not without_movie:
-    return "movie"
-  if without_movie == len(validation):
-    return "review (the source names no movies)"
-  return f"movie ({without_movie} reviews without a known movie: by review)"
-
-
-# --- Tokenizing.
-
-
-def tokenize_all(texts):
-  """Tokenizes raw reviews with `text.tokenize`, batched over both cores.
-
-  Returns:
-    RaggedTensor string[len(texts), (tokens)].
-  """
-  if not texts:
-    return tf.ragged.constant([], dtype=tf.string, ragged_rank=1)
-  batches = (tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
-             .batch(_TOKENIZE_BATCH)
-             .map(text.tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
-  return tf.concat(list(batches), axis=0)
-
-
-def count_tokens(tokens):
-  """Counts each token of RaggedTensor string[batch, (tokens)]; returns dict str -> int."""
-  unique, _, counts = tf.unique_with_counts(tokens.flat_values)
-  return {token.decode("utf-8"): int(count)
-          for token, count in zip(unique.numpy().tolist(), counts.numpy().tolist())}
-
-
-# --- Statistics.
-
-
-def _token_length_stats(lengths):
-  """Mean, percentiles and max of token counts per review."""
-  if not len(lengths):
-    return {}
-  percentiles = np.percentile(lengths, [50, 90, 95, 99])
-  return {"mean": round(float(np.mean(lengths)), 2), "p50": float(percentiles[0]),
-          "p90": float(percentiles[1]), "p95": float(percentiles[2]),
-          "p99": float(percentiles[3]), "max": int(np.max(lengths))}
-
-
-def _listed(names):
-  """A count and the first few names, for a problem worth reporting."""
-  return {"count": len(names), "reviews": names[:_LISTED_REVIEWS]}
-
-
-def _is_valid_utf8(data):
-  """Whether bytes decode as UTF-8."""
-  try:
-    data.decode("utf-8")
-    return True
-  except UnicodeDecodeError:
-    return False
+  total, count, test = 0, 0, 0
+  groups = collections.Counter()
+  for review in reviews:
+    total = (total + _review_digest(review)) % _CHECKSUM_MODULUS
+    count += 1
+    if review.split == "test":
+      test += 1
+    else:
+      groups[beam_pipeline.review_group(review)] += 1
+  checksum = hashlib.sha256(f"{count}:{total:064x}".encode()).hexdigest()
+  return Survey(checksum, dict(groups), test)
 
 
 def content_sha256(reviews):
-  """A checksum of the labelled reviews themselves, whatever their container."""
-  digest = hashlib.sha256()
-  for review in sorted(reviews, key=lambda r: r.name):
-    header = f"{review.name}\t{review.label}\t{review.rating}\t{review.movie}\t{len(review.text)}\n"
-    digest.update(header.encode("utf-8"))
-    digest.update(review.text)
-  return digest.hexdigest()
+  """A checksum of the labelled reviews themselves, whatever their container or order."""
+  return survey(reviews).content_sha256
+
+
+def validation_groups(group_sizes, fraction, seed):
+  """Picks the groups (movies) moved from the official train split to validation.
+
+  Groups are taken in an order fixed by a hash of (seed, group) until `fraction` of the training
+  reviews is reached, so a review's side depends on nothing but its movie and the seed.
+
+  Returns:
+    frozenset of group names.
+  """
+  ranked = sorted(group_sizes,
+                  key=lambda group: hashlib.sha256(f"{seed}:{group}".encode()).digest())
+  total, chosen, size = sum(group_sizes.values()), set(), 0
+  for group in ranked:
+    if size >= fraction * total:
+      break
+    chosen.add(group)
+    size += group_sizes[group]
+  return frozenset(chosen)
+
+
+def _validation_grouping(validation, group_sizes):
+  """Describes how the validation split was grouped, for metadata.json."""
+  without_movie = sum(group.startswith("review:") for group in validation)
+  if not without_movie:
+    return "movie"
+  if without_movie == sum(group_sizes[group] for group in validation):
+    return "review (the source names no movies)"
+  return f"movie ({without_movie} reviews without a known movie: by review)"
 
 
 def fingerprint(content_checksum, config):
@@ -179,61 +146,18 @@ def _clear_output_dir(output_dir, fingerprint_, overwrite):
   return None
 
 
-def _write_shards(output_dir, split, examples, num_shards):
-  """Writes serialized examples into shards, each under a temporary name then renamed.
-
-  Returns:
-    List of {"file": name, "examples": count}.
-  """
-  count = max(1, min(num_shards, len(examples)))
-  if count < num_shards:
-    logging.warning("The %s split has %d reviews: writing %d shards instead of %d.",
-                    split, len(examples), count, num_shards)
-  shards = []
-  for index, piece in enumerate(np.array_split(np.arange(len(examples)), count)):
-    name = prepared_dataset.shard_file_name(split, index, count)
-    with (storage.atomic_path(storage.join(output_dir, name)) as temporary_path,
-          tf.io.TFRecordWriter(temporary_path) as writer):
-      for i in piece:
-        writer.write(examples[i])
-    shards.append({"file": name, "examples": len(piece)})
-  return shards
+def _shard_counts(split_sizes, num_shards):
+  """Shards per split: `num_shards`, or fewer for a split of fewer reviews."""
+  counts = {}
+  for split, size in split_sizes.items():
+    counts[split] = max(1, min(num_shards, size))
+    if counts[split] < num_shards:
+      logging.warning("The %s split has %d reviews: writing %d shards instead of %d.",
+                      split, size, counts[split], num_shards)
+  return counts
 
 
-# --- The whole preparation.
-
-
-def _encode_split(reviews, tokens, table, seed):
-  """Encodes a split's reviews in a seeded random order, dropping those with no tokens.
-
-  Returns:
-    (serialized examples, statistics for metadata.json).
-  """
-  ids = text.lookup_tokens(tokens, table)
-  lengths = ids.row_lengths().numpy()
-  flat_ids, splits = ids.flat_values.numpy(), ids.row_splits.numpy()
-  empty = [reviews[i].name for i in np.flatnonzero(lengths == 0)]
-  for name in empty[:_LISTED_REVIEWS]:
-    logging.warning("Dropping %s: it has no words (an empty review).", name)
-  order = np.random.default_rng(seed).permutation(len(reviews))
-  examples = [records.serialize(flat_ids[splits[i]:splits[i + 1]], reviews[i].label,
-                                reviews[i].rating, reviews[i].name)
-              for i in order if lengths[i]]
-  kept = lengths > 0
-  labels = np.array([r.label for r in reviews], dtype=np.int64)[kept] if reviews else np.zeros(0)
-  stats = {
-      "examples": len(examples),
-      "labels": {name: int(np.sum(labels == i)) for i, name in enumerate(sources.LABELS)},
-      "movies": len({r.movie for r in reviews if r.movie}) or None,
-      "token_length": _token_length_stats(lengths[kept]),
-      "oov_rate": round(float(np.mean(flat_ids == text.OOV_ID)), 5) if len(flat_ids) else 0.0,
-      "dropped_empty": _listed(empty),
-      "invalid_utf8": _listed([r.name for r in reviews if not _is_valid_utf8(r.text)]),
-  }
-  return examples, stats
-
-
-def prepare(corpus, output_dir, options=DataConfig(), overwrite=False):
+def prepare(corpus, output_dir, options=DataConfig(), overwrite=False, pipeline_options=None):
   """Writes the prepared dataset of `corpus` to `output_dir`.
 
   Args:
@@ -241,51 +165,55 @@ def prepare(corpus, output_dir, options=DataConfig(), overwrite=False):
     output_dir: local path or URI (gs://...) of the dataset folder.
     options: a `config.DataConfig`.
     overwrite: replace a different prepared dataset found in `output_dir`.
+    pipeline_options: Beam `PipelineOptions` (the runner and its options); None: DirectRunner.
 
   Returns:
     The dataset's metadata (also written to `output_dir`/metadata.json).
   """
   options.check()
-  checksum = content_sha256(corpus.reviews)
-  fingerprint_ = fingerprint(checksum, options)
+  facts = survey(corpus.reviews)
+  fingerprint_ = fingerprint(facts.content_sha256, options)
   existing = _clear_output_dir(output_dir, fingerprint_, overwrite)
   if existing:
     logging.info("%s already holds this dataset (fingerprint %s): nothing to do.",
                  output_dir, fingerprint_)
     return existing
+  validation = validation_groups(facts.train_group_sizes, options.validation_fraction,
+                                 options.split_seed)
+  validation_size = sum(facts.train_group_sizes[group] for group in validation)
+  split_sizes = {"train": sum(facts.train_group_sizes.values()) - validation_size,
+                 "validation": validation_size, "test": facts.test_reviews}
+  _check_not_empty(split_sizes, corpus)
+  plan = beam_pipeline.Plan(
+      output_dir=output_dir, validation_groups=validation,
+      shard_counts=_shard_counts(split_sizes, options.num_shards),
+      vocab_size=options.vocab_size, split_seed=options.split_seed, metadata={
+          "format_version": prepared_dataset.FORMAT_VERSION,
+          "fingerprint": fingerprint_,
+          "source": {**corpus.source, "content_sha256": facts.content_sha256},
+          "options": dataclasses.asdict(options),
+          "tokenizer_version": text.TOKENIZER_VERSION,
+          "vocab_file": prepared_dataset.VOCABULARY_FILE,
+          "pad_id": text.PAD_ID,
+          "oov_id": text.OOV_ID,
+          "validation_grouped_by": _validation_grouping(validation, facts.train_group_sizes),
+          "empty_reviews": "dropped",
+      })
+  beam_pipeline.run(corpus.reviews, plan, pipeline_options)
+  metadata = prepared_dataset.load_metadata(output_dir)
+  _check_not_empty({split: stats["examples"] for split, stats in metadata["splits"].items()},
+                   corpus)
+  logging.info("Prepared %s: %s", output_dir,
+               {split: stats["examples"] for split, stats in metadata["splits"].items()})
+  return metadata
 
-  splits = split_validation(corpus.reviews, options.validation_fraction, options.split_seed)
-  tokens = {split: tokenize_all([r.text for r in reviews]) for split, reviews in splits.items()}
-  vocabulary = text.build_vocabulary(count_tokens(tokens["train"]), options.vocab_size)
-  table = text.build_lookup_table(vocabulary)
 
-  split_metadata = {}
-  for split_index, (split, reviews) in enumerate(splits.items()):
-    examples, stats = _encode_split(reviews, tokens[split], table, options.split_seed + split_index)
-    if not examples:
+def _check_not_empty(split_sizes, corpus):
+  """Raises UserInputError naming the first split without reviews (with words)."""
+  for split, size in split_sizes.items():
+    if not size:
       raise UserInputError(f"The {split} split of {corpus.source.get('path')} has no reviews "
                            "with words; check the source.")
-    stats["shards"] = _write_shards(output_dir, split, examples, options.num_shards)
-    split_metadata[split] = stats
-  text.save_vocabulary(vocabulary, storage.join(output_dir, prepared_dataset.VOCABULARY_FILE))
-  metadata = {
-      "format_version": prepared_dataset.FORMAT_VERSION,
-      "fingerprint": fingerprint_,
-      "source": {**corpus.source, "content_sha256": checksum},
-      "options": dataclasses.asdict(options),
-      "tokenizer_version": text.TOKENIZER_VERSION,
-      "vocab_size": len(vocabulary),
-      "vocab_file": prepared_dataset.VOCABULARY_FILE,
-      "pad_id": text.PAD_ID,
-      "oov_id": text.OOV_ID,
-      "validation_grouped_by": _validation_grouping(splits["validation"]),
-      "empty_reviews": "dropped",
-      "splits": split_metadata,
-  }
-  storage.write_json_atomically(storage.join(output_dir, prepared_dataset.METADATA_FILE), metadata)
-  logging.info("Prepared %s: %s", output_dir,
-               {split: stats["examples"] for split, stats in split_metadata.items()})
-  return metadata
 
 
 def prepare_unless_present(read_corpus, output_dir, options):
@@ -307,14 +235,19 @@ def prepare_unless_present(read_corpus, output_dir, options):
   return prepare(read_corpus(), output_dir, options)
 
 
+def cache_folder(corpus, data_cache, options):
+  """The folder of `<data_cache>` that holds (or will hold) `corpus` prepared with `options`."""
+  folder = fingerprint(content_sha256(corpus.reviews), options)[:_FINGERPRINT_CHARACTERS]
+  return storage.join(data_cache, folder)
+
+
 def prepare_into_cache(corpus, data_cache, options):
   """Prepares `corpus` into `<data_cache>/<fingerprint>` unless it is there already.
 
   Returns:
     (the dataset folder, whether it was prepared now).
   """
-  folder = fingerprint(content_sha256(corpus.reviews), options)[:_FINGERPRINT_CHARACTERS]
-  data_dir = storage.join(data_cache, folder)
+  data_dir = cache_folder(corpus, data_cache, options)
   if tf.io.gfile.exists(storage.join(data_dir, prepared_dataset.METADATA_FILE)):
     logging.info("The source is unchanged: using the dataset prepared in %s.", data_dir)
     return data_dir, False

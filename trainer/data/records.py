@@ -23,7 +23,8 @@ def serialize(token_ids, label, rating, name):
     name: where the review came from, kept for debugging.
 
   Returns:
-    The serialized `tf.train.Example` (bytes).
+    The serialized `tf.train.Example` (bytes), the same in every process (the map of
+    features is written in key order; by default its order varies between processes).
   """
   feature = {
       _TOKENS: tf.train.Feature(int64_list=tf.train.Int64List(value=token_ids)),
@@ -31,7 +32,8 @@ def serialize(token_ids, label, rating, name):
       _RATING: tf.train.Feature(int64_list=tf.train.Int64List(value=[rating])),
       _NAME: tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode("utf-8")])),
   }
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  example = tf.train.Example(features=tf.train.Features(feature=feature))
+  return example.SerializeToString(deterministic=True)  # Features in key order.
 
 
 def parse(serialized):

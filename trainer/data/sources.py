@@ -2,13 +2,18 @@
 
 Each reader returns a `Corpus`: the labelled reviews of the official train and test splits, each
 with the movie it is about when the source says so, and a description of where it came from.
+The tarball and the folder are streamed: `Corpus.reviews` reads the source again at each pass,
+so memory does not grow with the number of reviews (a first pass reads only the urls files and
+checks the layout). TFDS `imdb_reviews` is held in memory.
 """
 
+import collections
 import dataclasses
 import hashlib
 import os
 import re
 import socket
+import sys
 import tarfile
 import urllib.error
 import urllib.parse
@@ -53,8 +58,42 @@ class Review:
 @dataclasses.dataclass(frozen=True)
 class Corpus:
   """All labelled reviews of a source and what identifies the source."""
-  reviews: list[Review]
+  reviews: collections.abc.Collection  # Of Review: a list, or a `ReviewStream` (re-iterable).
   source: dict  # kind, location and, for files, their sha256.
+
+
+class ReviewStream:
+  """The reviews of a tarball or folder, read again at every iteration; picklable for Beam."""
+
+  def __init__(self, read_reviews, location, count, movies):
+    """Streams `read_reviews(location)` with each review's movie looked up in `movies`.
+
+    Args:
+      read_reviews: module-level generator function of a location, yielding Reviews without
+        movies.
+      location: the tarball path or the aclImdb folder.
+      count: how many reviews it yields.
+      movies: dict (split, label) -> list, line i = movie of review id i (urls_*.txt).
+    """
+    self._read_reviews = read_reviews
+    self._location = location
+    self._count = count
+    # One string per urls file: pickled (to Beam's workers) at the speed of a copy.
+    self._movies = {key: "\n".join(ids) for key, ids in movies.items()}
+
+  def __len__(self):
+    """The number of reviews."""
+    return self._count
+
+  def __iter__(self):
+    """Reads the source and yields its Reviews, each with its movie when known."""
+    movie_lists = {key: ids.split("\n") for key, ids in self._movies.items()}
+    for review in self._read_reviews(self._location):
+      movies = movie_lists.get((review.split, review.label), ())
+      review_id = int(review.name.rsplit("/", 1)[1].split("_")[0])
+      if review_id < len(movies):
+        review = dataclasses.replace(review, movie=movies[review_id])
+      yield review
 
 
 def sha256_of_file(path):
@@ -119,32 +158,29 @@ def _movie_ids(urls_text):
   movies = []
   for url in urls_text.decode("utf-8", "replace").splitlines():
     match = _MOVIE_ID.search(url)
-    movies.append(match.group(1) if match else url.strip())
+    movies.append(sys.intern(match.group(1) if match else url.strip()))  # One copy per movie.
   return movies
 
 
-def _attach_movies(reviews, urls, where):
-  """Sets each review's movie from the urls files; checks the aclImdb layout is complete."""
-  counts = {(split, label): 0 for split in SPLITS for label in range(len(LABELS))}
-  for review in reviews:
-    counts[(review.split, review.label)] += 1
-  missing = [f"aclImdb/{split}/{LABELS[label]}/" for (split, label), n in counts.items() if not n]
+def _check_layout(counts, urls, where):
+  """Checks that every aclImdb review folder has reviews; warns about missing urls files.
+
+  Args:
+    counts: dict (split, label) -> number of reviews found.
+    urls: dict (split, label) -> movie ids, for the urls files found.
+    where: the source, for messages.
+  """
+  missing = [f"aclImdb/{split}/{LABELS[label]}/" for split in SPLITS
+             for label in range(len(LABELS)) if not counts.get((split, label))]
   if missing:
     raise UserInputError(
         f"{where} is not the aclImdb dataset: no reviews under {', '.join(missing)} (expected "
         f"{_LAYOUT}). Point --input at the aclImdb_v1.tar.gz tarball or its extracted folder.")
-  without_urls = sorted({f"aclImdb/{split}/urls_{LABELS[label]}.txt"
-                         for split, label in counts if (split, label) not in urls})
+  without_urls = sorted(f"aclImdb/{split}/urls_{LABELS[label]}.txt" for split in SPLITS
+                        for label in range(len(LABELS)) if (split, label) not in urls)
   if without_urls:
     logging.warning("%s has no %s: the reviews they cover cannot be grouped by movie, so the "
                     "validation split groups them by review.", where, ", ".join(without_urls))
-  attached = []
-  for review in reviews:
-    movies = urls.get((review.split, review.label), [])
-    review_id = int(review.name.rsplit("/", 1)[1].split("_")[0])
-    movie = movies[review_id] if review_id < len(movies) else None
-    attached.append(dataclasses.replace(review, movie=movie))
-  return attached
 
 
 def _urls_key(path):
@@ -153,30 +189,44 @@ def _urls_key(path):
   return (match.group(1), LABELS.index(match.group(2))) if match else None
 
 
-def read_tarball(path):
-  """Reads the aclImdb tarball (local or gs://), streaming it once."""
-  reviews, urls = [], {}
+def _tar_files(path, wanted):
+  """Yields (member name, content) of the tarball's files whose name `wanted` accepts.
+
+  Raises:
+    UserInputError: when the file is not a readable tarball, or is truncated.
+  """
   try:
     with tf.io.gfile.GFile(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
       for member in archive:
-        if not member.isfile():
-          continue
-        is_review = _REVIEW_PATH.search(member.name)
-        urls_key = _urls_key(member.name)
-        if not (is_review or urls_key):
-          continue
-        content = archive.extractfile(member).read()
-        if urls_key:
-          urls[urls_key] = _movie_ids(content)
-        else:
-          reviews.append(_review_from_path(member.name, content))
+        if member.isfile() and wanted(member.name):
+          yield member.name, archive.extractfile(member).read()
   except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
     raise UserInputError(
         f"{path} is not a readable tarball, or it is truncated ({type(e).__name__}: {e}). "
         f"Download aclImdb_v1.tar.gz again (sha256 {CANONICAL_SHA256}) or pass the extracted "
         "aclImdb folder.") from e
+
+
+def _tarball_reviews(path):
+  """Yields the reviews of an aclImdb tarball in archive order, without movies."""
+  for name, content in _tar_files(path, _REVIEW_PATH.search):
+    yield _review_from_path(name, content)
+
+
+def read_tarball(path):
+  """Reads the aclImdb tarball (local or gs://): one pass for the urls files and the layout."""
+  counts, urls = collections.Counter(), {}
+  for name, content in _tar_files(path, lambda name: _REVIEW_PATH.search(name) or
+                                  _urls_key(name)):
+    if _urls_key(name):
+      urls[_urls_key(name)] = _movie_ids(content)
+    else:
+      match = _REVIEW_PATH.search(name)
+      counts[(match.group(1), LABELS.index(match.group(2)))] += 1
+  _check_layout(counts, urls, path)
   source = {"kind": "aclimdb_tarball", "path": path, "sha256": sha256_of_file(path)}
-  return Corpus(reviews=_attach_movies(reviews, urls, path), source=source)
+  return Corpus(reviews=ReviewStream(_tarball_reviews, path, sum(counts.values()), urls),
+                source=source)
 
 
 def _find_aclimdb_root(path):
@@ -189,31 +239,50 @@ def _find_aclimdb_root(path):
       f"at the folder extracted from aclImdb_v1.tar.gz, laid out as {_LAYOUT}.")
 
 
-def read_directory(path):
-  """Reads an extracted aclImdb folder (the aclImdb folder itself or its parent)."""
-  if "://" in path:
-    raise UserInputError(f"--input={path}: folders are read from local disk only; pass the "
-                         "aclImdb .tar.gz instead (it is read from any gfile location).")
-  root = _find_aclimdb_root(path)
-  reviews, urls = [], {}
+def _review_files(root):
+  """The review files of an aclImdb folder: list of (aclImdb-relative name, path), sorted."""
+  files = []
   for split in SPLITS:
-    for label_index, label in enumerate(LABELS):
+    for label in LABELS:
       folder = os.path.join(root, split, label)
       if not os.path.isdir(folder):
         raise UserInputError(
             f"{os.path.join(root, split)} has no {label}/ folder. Each of train/ and test/ needs "
             f"pos/ and neg/ folders of <id>_<rating>.txt reviews ({_LAYOUT}).")
       for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        with open(entry.path, "rb") as f:
-          review = _review_from_path(f"aclImdb/{split}/{label}/{entry.name}", f.read())
-        if review:
-          reviews.append(review)
+        name = f"aclImdb/{split}/{label}/{entry.name}"
+        if _REVIEW_PATH.search(name):
+          files.append((name, entry.path))
+  return files
+
+
+def _directory_reviews(root):
+  """Yields the reviews of an extracted aclImdb folder in name order, without movies."""
+  for name, path in _review_files(root):
+    with open(path, "rb") as f:
+      yield _review_from_path(name, f.read())
+
+
+def read_directory(path):
+  """Reads an extracted aclImdb folder (the aclImdb folder itself or its parent)."""
+  if "://" in path:
+    raise UserInputError(f"--input={path}: folders are read from local disk only; pass the "
+                         "aclImdb .tar.gz instead (it is read from any gfile location).")
+  root = _find_aclimdb_root(path)
+  counts, urls = collections.Counter(), {}
+  for name, _ in _review_files(root):
+    match = _REVIEW_PATH.search(name)
+    counts[(match.group(1), LABELS.index(match.group(2)))] += 1
+  for split in SPLITS:
+    for label_index, label in enumerate(LABELS):
       urls_path = os.path.join(root, split, f"urls_{label}.txt")
       if os.path.isfile(urls_path):
         with open(urls_path, "rb") as f:
           urls[(split, label_index)] = _movie_ids(f.read())
+  _check_layout(counts, urls, root)
   source = {"kind": "aclimdb_directory", "path": os.path.abspath(root)}
-  return Corpus(reviews=_attach_movies(reviews, urls, root), source=source)
+  return Corpus(reviews=ReviewStream(_directory_reviews, root, sum(counts.values()), urls),
+                source=source)
 
 
 # --- tensorflow_datasets imdb_reviews.

@@ -38,6 +38,18 @@ def tokenize(texts):
   Returns:
     RaggedTensor string[batch, (tokens)].
   """
+  return tf.strings.split(normalize(texts))
+
+
+def normalize(texts):
+  """Rewrites raw reviews as their tokens joined by spaces: all of `tokenize` but the split.
+
+  Args:
+    texts: string[batch], raw UTF-8.
+
+  Returns:
+    string[batch]; `tf.strings.split` of it is `tokenize(texts)`.
+  """
   texts = tf.strings.unicode_transcode(
       texts, input_encoding="UTF-8", output_encoding="UTF-8", errors="replace",
       replacement_char=0xFFFD)
@@ -45,8 +57,7 @@ def tokenize(texts):
   texts = tf.strings.regex_replace(texts, _LINE_BREAK, " ")
   texts = tf.strings.regex_replace(texts, _FORMAT_CHARACTER, "")
   texts = tf.strings.regex_replace(texts, _PUNCTUATION_OR_SYMBOL, r" \0 ")
-  texts = tf.strings.regex_replace(texts, _SEPARATOR, " ")
-  return tf.strings.split(texts)
+  return tf.strings.regex_replace(texts, _SEPARATOR, " ")
 
 
 def build_lookup_table(vocabulary):

@@ -8,7 +8,8 @@ the very tokenizer, vocabulary and truncation that prepared the training data (`
 `text.truncate`), so serving sees exactly the ids training saw.
 
 An export is a directory `<root>/<version>/` (version: seconds since the epoch, the layout TF
-Serving watches) with the SavedModel, `vocab.txt`, and `export_metadata.json` (test metrics,
+Serving watches) with the SavedModel, TF Serving's warm-up requests (`serving.warmup`),
+`vocab.txt`, and `export_metadata.json` (test metrics,
 config, versions, the data's checksums) to judge it by later. It is written under a temporary
 name and renamed; on object stores, where folders cannot be renamed, `saved_model.pb` is
 copied last, so that nothing loads a half-copied export.
@@ -26,6 +27,7 @@ import tensorflow as tf
 
 from trainer.data import text
 from trainer.errors import UserInputError
+from trainer.serving import warmup
 from trainer import storage
 from trainer.training import model as model_lib
 
@@ -164,6 +166,7 @@ def _write_export(classifier, metadata, path):
   archive.add_endpoint(SIGNATURE, classifier, input_signature=reviews)
   archive.add_endpoint(TOKEN_IDS_SIGNATURE, classifier.token_ids, input_signature=reviews)
   archive.write_out(path, verbose=False)
+  warmup.write(path, SIGNATURE)
   text.save_vocabulary(classifier.vocabulary, storage.join(path, VOCAB_FILE))
   storage.write_json_atomically(storage.join(path, METADATA_FILE), metadata)
 

@@ -5,7 +5,6 @@ training workdir (the newest version of its export/ folder is used).
 """
 
 import json
-import sys
 
 import tensorflow as tf
 

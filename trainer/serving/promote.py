@@ -1,46 +1,89 @@
-"""Promotes an exported model to production only if its test accuracy is better.
+"""Promotes an export to production only if it serves and beats production on the same reviews.
 
-The candidate is an export (local or gs://): a SavedModel with `export_metadata.json`. It is
-promoted when there is no production model yet, or when its test accuracy beats production's by
-at least `--min_improvement`. Production (local or gs://, the same layout on both) holds:
+The candidate is an export (local or gs://): a SavedModel with `export_metadata.json`. At
+decision time both the candidate and the production model are scored, fresh, on the same
+held-out reviews (an `Assessor`: `serving.evaluation` through each export's own raw-text
+signature), and the per-review outcomes go through McNemar's exact test
+(`serving.significance`). Before that, the candidate must load in a fresh process, answer its
+warm-up requests and answer one review within the latency budget (`serving.serving_gate`).
+Each decision has a verdict:
+
+  promoted    no production model yet; or better by >= min_improvement with p < max_p_value
+  refused     not better, better by too little, or not significantly (p >= max_p_value)
+  regression  significantly worse than production (p < max_p_value): an alert
+  not_served  failed to load, to answer, or answered slower than max_latency_ms (p99)
+  rolled_back `rollback()` pointed production back at a previous model
+
+Production (local or gs://, the same layout on both) holds:
 
   models/<model id>/   a full copy of every promoted export, kept forever
-  CURRENT.json         the pointer to the production model, switched in one step
-  decisions/<time>-<random>.json   one record per decision, promoted or refused
+  CURRENT.json         the pointer to the production model (and the models it replaced), switched
+                       in one step
+  decisions/<time>-<random>.json   one record per decision, whatever the verdict
 
 The copy is complete before the pointer switches. The switch is a compare-and-swap (an fcntl lock
 and os.replace locally, a generation precondition on GCS), so of two concurrent promotions only
-one wins; the other reads the new production model and decides again.
+one wins; the other scores the new production model and decides again.
 """
 
 import dataclasses
 import datetime
-import math
 import uuid
 
 from absl import logging
 
+from trainer.config import option
+from trainer.config import Options
+from trainer import errors
 from trainer.errors import UserInputError
+from trainer.serving import evaluation
 from trainer.serving import export
+from trainer.serving import serving_gate
+from trainer.serving import significance
 from trainer import storage
 
 POINTER_FORMAT = "imdb-bilstm-production"
-POINTER_FORMAT_VERSION = 1
+POINTER_FORMAT_VERSION = 2  # 2 added `history`, the models each promotion replaced.
 POINTER_FILE = "CURRENT.json"
 MODELS_DIR = "models"
 DECISIONS_DIR = "decisions"
+PROMOTED, REFUSED, REGRESSION, NOT_SERVED, ROLLED_BACK = (
+    "promoted", "refused", "regression", "not_served", "rolled_back")
 
-# Accuracies are fractions of one test set: differences this small are float rounding.
+# Accuracies are fractions of one set of reviews: differences this small are float rounding.
 _TOLERANCE = 1e-9
 
 
+@dataclasses.dataclass(frozen=True)
+class Policy(Options):
+  """When a candidate replaces production (the flags of promote and retrain)."""
+  min_improvement: float = option(0.0, "Least accuracy gain over production, on the same "
+                                  "held-out reviews, that promotes, e.g. 0.005.",
+                                  bound="nonnegative")
+  max_p_value: float = option(0.05, "Largest p-value of McNemar's exact test on the paired "
+                              "answers that counts as a real difference.", bound="probability")
+  max_latency_ms: float = option(50.0, "Largest p99 latency in ms of one typical review, "
+                                 "served in a fresh process on this machine.", bound="positive")
+
+
+class Assessor:
+  """Scores real exports: the serving gate, then the answers on the held-out reviews."""
+
+  def __init__(self, reviews):
+    """Scores on `reviews`, an `evaluation.HeldOutReviews`."""
+    self.reviews = reviews
+    self.data = reviews.describe()
+
+  def serving(self, model_dir):
+    """The serving gate's report for the local export `model_dir`."""
+    return serving_gate.measure(model_dir)
+
+  def correct_answers(self, model_dir):
+    """Whether the local export `model_dir` labels each held-out review right."""
+    return evaluation.correct_answers(model_dir, self.reviews)
+
+
 # --- The candidate and the production pointer.
-
-
-def _accuracy(value):
-  """`value` if it is a valid accuracy (a number in [0, 1]), else None."""
-  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-  return float(value) if is_number and math.isfinite(value) and 0 <= value <= 1 else None
 
 
 def _read_export(store):
@@ -57,12 +100,7 @@ def _read_export(store):
     raise UserInputError(f"Candidate {where} has no {export.SAVED_MODEL_FILE}: the export is "
                          "incomplete; export the model again.")
   location = store.location(export.METADATA_FILE)
-  metadata = export.parse_metadata(store.read_versioned(export.METADATA_FILE)[0], location)
-  test_metrics = metadata.get("test")
-  if not isinstance(test_metrics, dict) or _accuracy(test_metrics.get("accuracy")) is None:
-    raise UserInputError(f"{location}: no test accuracy in [0, 1] at test.accuracy: "
-                         f"{export.METADATA_FIX}")
-  return metadata
+  return export.parse_metadata(store.read_versioned(export.METADATA_FILE)[0], location)
 
 
 def _read_production(store):
@@ -77,28 +115,68 @@ def _read_production(store):
   pointer = storage.parse_json_object(data, location, fix)
   if not isinstance(pointer.get("model_id"), str) or not pointer["model_id"]:
     raise UserInputError(f"{location} names no model_id: {fix}")
-  if _accuracy(pointer.get("test_accuracy")) is None:
-    raise UserInputError(f"{location} has no test_accuracy in [0, 1]: {fix}")
+  history = pointer.setdefault("history", [])  # Format 1 kept none.
+  if not (isinstance(history, list) and all(isinstance(item, str) for item in history)):
+    raise UserInputError(f"{location}: history is not a list of model ids: {fix}")
   return pointer, token
+
+
+def _pointer(target, model_id, metadata, history, **facts):
+  """The contents of CURRENT.json naming `model_id`."""
+  return {"format": POINTER_FORMAT, "format_version": POINTER_FORMAT_VERSION,
+          "model_id": model_id, "path": target.location(f"{MODELS_DIR}/{model_id}"),
+          "version": metadata["version"], "switched_at": _timestamp(_now()),
+          "history": history, **facts}
+
+
+def _production_answers(target, pointer, assessor):
+  """The production model's answers on the held-out reviews, scored now from its copy."""
+  model = target.subfolder(f"{MODELS_DIR}/{pointer['model_id']}")
+  try:
+    with model.local_copy() as model_dir:
+      return assessor.correct_answers(model_dir)
+  except (UserInputError, OSError, ValueError) as e:
+    raise UserInputError(
+        f"The production model {model.location()} cannot be scored ({errors.first_line(e)}): "
+        "roll back to a previous model with python -m trainer.promote --production=... "
+        "--rollback, then promote again.") from e
 
 
 # --- Deciding and promoting.
 
 
-def _judge(candidate_accuracy, production, min_improvement):
-  """Whether the candidate replaces `production` (a pointer, or None), and why."""
+def _judge(comparison, production, policy):
+  """The verdict on the candidate against `production` (a pointer, or None), and why."""
   if production is None:
-    return True, "no production model yet"
-  production_accuracy = production["test_accuracy"]
-  improvement = candidate_accuracy - production_accuracy
-  versus = (f"test accuracy {candidate_accuracy:.6g} vs production's {production_accuracy:.6g} "
-            f"(model {production['model_id']})")
+    return PROMOTED, "no production model yet"
+  versus = (f"accuracy {comparison.candidate_accuracy:.4%} vs {comparison.production_accuracy:.4%}"
+            f" of production model {production['model_id']} on the same {comparison.examples} "
+            f"reviews ({comparison.candidate_only_correct} right only by the candidate, "
+            f"{comparison.production_only_correct} only by production; McNemar exact p = "
+            f"{comparison.p_value:.3g})")
+  improvement = comparison.improvement
+  significant = comparison.p_value < policy.max_p_value
+  if improvement < 0 and significant:
+    return REGRESSION, f"{versus}: significantly worse (p < max_p_value {policy.max_p_value:g})"
   if improvement <= _TOLERANCE:
-    return False, f"{versus}: not better"
-  if improvement < min_improvement - _TOLERANCE:
-    return False, (f"{versus}: better by {improvement:.6g}, less than min_improvement "
-                   f"{min_improvement:.6g}")
-  return True, f"{versus}: better by {improvement:.6g} (min_improvement {min_improvement:.6g})"
+    return REFUSED, f"{versus}: not better"
+  if improvement < policy.min_improvement - _TOLERANCE:
+    return REFUSED, (f"{versus}: better by {improvement:.4%}, less than min_improvement "
+                     f"{policy.min_improvement:.4%}")
+  if not significant:
+    return REFUSED, (f"{versus}: better by {improvement:.4%} but not significantly (p >= "
+                     f"max_p_value {policy.max_p_value:g})")
+  return PROMOTED, f"{versus}: better by {improvement:.4%}, significantly"
+
+
+def _serving_problem(report, policy):
+  """Why the serving gate's `report` refuses the candidate, or None."""
+  if not report["loaded"]:
+    return f"the candidate could not be served: {report['error']}"
+  if report["latency_ms_p99"] > policy.max_latency_ms:
+    return (f"the candidate answers one review in {report['latency_ms_p99']:.1f} ms at p99, over "
+            f"max_latency_ms {policy.max_latency_ms:g}")
+  return None
 
 
 def _now():
@@ -111,14 +189,6 @@ def _timestamp(time):
   return time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _check_min_improvement(min_improvement):
-  """Raises UserInputError unless `min_improvement` is a number >= 0."""
-  if not (isinstance(min_improvement, (int, float)) and math.isfinite(min_improvement)
-          and min_improvement >= 0):
-    raise UserInputError(f"--min_improvement={min_improvement}: use a number >= 0, such as 0.005 "
-                         "(an accuracy difference).")
-
-
 def _check_apart(source, target):
   """Raises UserInputError if production is the candidate folder or inside it."""
   candidate, production = source.location(), target.location()
@@ -129,85 +199,198 @@ def _check_apart(source, target):
 
 @dataclasses.dataclass(frozen=True)
 class _Outcome:
-  """How a promotion ended."""
-  promoted: bool
+  """How a decision ended."""
+  verdict: str
   reason: str
   production: dict | None  # The pointer judged against last; None if there was none.
-  model_id: str | None  # The promoted model; None if refused.
-  lost_races: int  # Switches that failed because another promotion switched first.
+  comparison: significance.PairedComparison | None  # None without a production model.
+  candidate_accuracy: float | None  # On the held-out reviews; None if not served.
+  model_id: str | None = None  # The promoted model; None if not promoted.
+  lost_races: int = 0  # Switches that failed because another promotion switched first.
 
 
-def _decide_and_switch(source, target, metadata, min_improvement):
-  """Judges the candidate against production and, if it wins, copies it and switches to it."""
-  accuracy = _accuracy(metadata["test"]["accuracy"])
+def _decide_and_switch(candidate_dir, source, target, metadata, assessor, policy):
+  """Scores the local candidate and production, judges, and on a win copies and switches."""
+  candidate_correct = assessor.correct_answers(candidate_dir)
+  candidate_accuracy = float(candidate_correct.mean()) if candidate_correct.size else None
+  production_answers = {}  # model id -> its answers: a lost race brings a new production model.
   model_id, lost_races = None, 0
   # Each lost race is a promotion by someone else, whose model then has to be beaten: this ends.
   while True:
     current, token = _read_production(target)
-    promoted, reason = _judge(accuracy, current, min_improvement)
-    if not promoted:
+    comparison = None
+    if current is not None:
+      if current["model_id"] not in production_answers:
+        production_answers[current["model_id"]] = _production_answers(target, current, assessor)
+      comparison = significance.compare(candidate_correct, production_answers[current["model_id"]])
+    verdict, reason = _judge(comparison, current, policy)
+    if verdict != PROMOTED:
       if model_id is not None:
         target.delete_tree(f"{MODELS_DIR}/{model_id}")  # Only this call knew it: never pointed to.
-      return _Outcome(False, reason, current, None, lost_races)
+      return _Outcome(verdict, reason, current, comparison, candidate_accuracy,
+                      lost_races=lost_races)
     if model_id is None:
       model_id = f"{metadata['version']}-{uuid.uuid4().hex[:8]}"
-      _copy_export(source, target, f"{MODELS_DIR}/{model_id}")
-    pointer = {"format": POINTER_FORMAT, "format_version": POINTER_FORMAT_VERSION,
-               "model_id": model_id, "path": target.location(f"{MODELS_DIR}/{model_id}"),
-               "test_accuracy": accuracy, "promoted_at": _timestamp(_now()),
-               "candidate": source.location(), "candidate_version": metadata["version"]}
+      _copy_export(candidate_dir, target, f"{MODELS_DIR}/{model_id}")
+    history = current["history"] + [current["model_id"]] if current else []
+    pointer = _pointer(target, model_id, metadata, history, candidate=source.location(),
+                       accuracy=candidate_accuracy, data_fingerprint=assessor.data["fingerprint"])
     if target.replace_if(POINTER_FILE, storage.json_text(pointer).encode(), token):
-      return _Outcome(True, reason, current, model_id, lost_races)
+      return _Outcome(verdict, reason, current, comparison, candidate_accuracy, model_id,
+                      lost_races)
     lost_races += 1
     logging.info("Production changed during the promotion (race %d lost); deciding again.",
                  lost_races)
 
 
-def _copy_export(source, target, name):
-  """Copies every file of the export in `source` to the folder `name` of `target`."""
-  logging.info("Copying %s to %s.", source.location(), target.location(name))
-  with source.local_copy() as local_dir:
-    try:
-      target.put_tree(local_dir, name)
-    except BaseException:
-      target.delete_tree(name)  # A partial copy that nothing points to.
-      raise
+def _copy_export(local_dir, target, name):
+  """Copies every file of the local export `local_dir` to the folder `name` of `target`."""
+  logging.info("Copying %s to %s.", local_dir, target.location(name))
+  try:
+    target.put_tree(local_dir, name)
+  except BaseException:
+    target.delete_tree(name)  # A partial copy that nothing points to.
+    raise
 
 
-def promote(candidate, production, min_improvement=0.0, *, gcs_client=None):
-  """Promotes the export `candidate` to `production` if it is better; logs the decision.
+def _open(location, gcs_client):
+  """The store of `location`, with a default GCS client for gs:// when none is given."""
+  if gcs_client is None and location.startswith("gs://"):
+    gcs_client = storage.default_gcs_client()
+  return storage.open_store(location, gcs_client)
+
+
+def _log(target, record):
+  """Writes the decision `record` under decisions/ with its time and name; returns it."""
+  time = _now()
+  log_name = f"{DECISIONS_DIR}/{time:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.json"
+  record = {"time": _timestamp(time), **record, "production": target.location(),
+            "log": target.location(log_name)}
+  target.write_new(log_name, storage.json_text(record).encode())
+  return record
+
+
+def promote(candidate, production, assessor, policy=Policy(), *, gcs_client=None):
+  """Promotes the export `candidate` to `production` if it wins; logs the decision.
 
   Args:
     candidate: an export folder, a local path or gs://bucket/prefix.
     production: the production folder, a local path or gs://bucket/prefix (created if missing).
-    min_improvement: the least test-accuracy gain over production that promotes (>= 0).
+    assessor: what scores exports: an `Assessor` on the held-out reviews.
+    policy: the `Policy` the candidate must pass.
     gcs_client: a google.cloud.storage.Client for gs:// paths; by default one from the
       environment.
 
   Returns:
     The decision record, as logged under <production>/decisions/.
   """
-  _check_min_improvement(min_improvement)
-  if gcs_client is None and any(path.startswith("gs://") for path in (candidate, production)):
-    gcs_client = storage.default_gcs_client()
-  source = storage.open_store(candidate, gcs_client)
-  target = storage.open_store(production, gcs_client)
+  try:
+    policy.check()
+  except ValueError as e:
+    raise UserInputError(f"--{e}") from e
+  source, target = _open(candidate, gcs_client), _open(production, gcs_client)
   _check_apart(source, target)
   metadata = _read_export(source)
-  outcome = _decide_and_switch(source, target, metadata, min_improvement)
-  time = _now()
-  log_name = f"{DECISIONS_DIR}/{time:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.json"
-  model_path = target.location(f"{MODELS_DIR}/{outcome.model_id}") if outcome.promoted else None
+  with source.local_copy() as candidate_dir:
+    serving = assessor.serving(candidate_dir)
+    problem = _serving_problem(serving, policy)
+    if problem:
+      outcome = _Outcome(NOT_SERVED, problem, _read_production(target)[0], None, None)
+    else:
+      outcome = _decide_and_switch(candidate_dir, source, target, metadata, assessor, policy)
+  comparison = dataclasses.asdict(outcome.comparison) if outcome.comparison else {}
   judged_against = outcome.production or {}
-  record = {
-      "time": _timestamp(time), "promoted": outcome.promoted, "reason": outcome.reason,
-      "candidate": source.location(), "candidate_version": metadata["version"],
-      "candidate_test_accuracy": _accuracy(metadata["test"]["accuracy"]),
-      "production": target.location(),
+  return _log(target, {
+      "verdict": outcome.verdict, "promoted": outcome.verdict == PROMOTED,
+      "reason": outcome.reason, "candidate": source.location(),
+      "candidate_version": metadata["version"],
+      "candidate_accuracy": outcome.candidate_accuracy,
+      "production_accuracy": comparison.get("production_accuracy"),
+      "examples": None if outcome.candidate_accuracy is None else assessor.data["examples"],
+      "p_value": comparison.get("p_value"),
+      "test": comparison.get("test"),
+      "candidate_only_correct": comparison.get("candidate_only_correct"),
+      "production_only_correct": comparison.get("production_only_correct"),
+      "data": assessor.data, "serving": serving, **dataclasses.asdict(policy),
       "production_model_id": judged_against.get("model_id"),
-      "production_test_accuracy": judged_against.get("test_accuracy"),
-      "min_improvement": min_improvement, "lost_races": outcome.lost_races,
-      "model_id": outcome.model_id, "model_path": model_path, "log": target.location(log_name),
-  }
-  target.write_new(log_name, storage.json_text(record).encode())
-  return record
+      "lost_races": outcome.lost_races, "model_id": outcome.model_id,
+      "model_path": (target.location(f"{MODELS_DIR}/{outcome.model_id}") if outcome.model_id
+                     else None)})
+
+
+def raise_alerts(record):
+  """Raises `errors.Regression` or `errors.ServingGateFailed` for those verdicts of a record."""
+  if record["verdict"] == REGRESSION:
+    raise errors.Regression(f"Regression alert: {record['reason']}. Production is unchanged; the "
+                            f"decision is logged in {record['log']}.")
+  if record["verdict"] == NOT_SERVED:
+    raise errors.ServingGateFailed(f"Not promoted: {record['reason']}. The decision is logged in "
+                                   f"{record['log']}.")
+
+
+def production_metadata(production, *, gcs_client=None):
+  """The export metadata of the production model, or None before the first promotion."""
+  target = _open(production, gcs_client)
+  current, _ = _read_production(target)
+  if current is None:
+    return None
+  name = f"{MODELS_DIR}/{current['model_id']}/{export.METADATA_FILE}"
+  return export.parse_metadata(target.read_versioned(name)[0], target.location(name))
+
+
+# --- Rolling back.
+
+
+def _model_ids(target):
+  """The ids of the complete models kept in production (those with a saved_model.pb)."""
+  suffix = f"/{export.SAVED_MODEL_FILE}"
+  return sorted(name.split("/")[1] for name in target.list_files(MODELS_DIR)
+                if name.count("/") == 2 and name.endswith(suffix))
+
+
+def _rollback_target(target, current, model_id):
+  """The model to roll back to and the history after it, or UserInputError."""
+  kept = _model_ids(target)
+  if model_id is None:
+    if not current["history"]:
+      raise UserInputError(f"{target.location(POINTER_FILE)} records no model before "
+                           f"{current['model_id']}: pass --rollback=<model id>, one of {kept}.")
+    return current["history"][-1], current["history"][:-1]
+  if model_id == current["model_id"]:
+    raise UserInputError(f"--rollback={model_id} is the production model already.")
+  if model_id not in kept:
+    raise UserInputError(f"--rollback={model_id}: no such model in "
+                         f"{target.location(MODELS_DIR)}; pass one of {kept}.")
+  history = current["history"]
+  if model_id in history:
+    return model_id, history[:history.index(model_id)]
+  return model_id, history + [current["model_id"]]
+
+
+def rollback(production, model_id=None, *, gcs_client=None):
+  """Points production back at `model_id`, or at the model the current one replaced.
+
+  One compare-and-swap of CURRENT.json, logged under decisions/ with the verdict rolled_back.
+
+  Returns:
+    The decision record.
+  """
+  target = _open(production, gcs_client)
+  lost_races = 0
+  while True:
+    current, token = _read_production(target)
+    if current is None:
+      raise UserInputError(f"{target.location(POINTER_FILE)} does not exist: there is no "
+                           "production model to roll back.")
+    to, history = _rollback_target(target, current, model_id)
+    name = f"{MODELS_DIR}/{to}/{export.METADATA_FILE}"
+    metadata = export.parse_metadata(target.read_versioned(name)[0], target.location(name))
+    pointer = _pointer(target, to, metadata, history, rolled_back_from=current["model_id"])
+    if target.replace_if(POINTER_FILE, storage.json_text(pointer).encode(), token):
+      break
+    lost_races += 1
+  return _log(target, {
+      "verdict": ROLLED_BACK, "promoted": False,
+      "reason": f"rolled back from {current['model_id']} to {to}",
+      "production_model_id": current["model_id"], "lost_races": lost_races, "model_id": to,
+      "model_path": target.location(f"{MODELS_DIR}/{to}")})

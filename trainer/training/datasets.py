@@ -103,7 +103,8 @@ def build_datasets(strategy, data, start_step):
         split_files("train"), per_replica_batch_size, training=True,
         max_length=config.input.max_length, keep=config.input.keep, seed=config.training.seed,
         input_context=context, start_step=start_step,
-        sort_window_batches=config.input.sort_window_batches)
+        sort_window_batches=config.input.sort_window_batches,
+        input_cache=config.input.input_cache)
 
   def evaluation_dataset(split):
     """This worker's evaluation batches, then fillers until every worker is done."""
@@ -111,7 +112,8 @@ def build_datasets(strategy, data, start_step):
         lambda context: input_pipeline.make_dataset(
             split_files(split), config.run.eval_batch_size, training=False,
             max_length=config.input.max_length, keep=config.input.keep, input_context=context,
-            endless=True))
+            endless=True, sort_window_batches=config.input.sort_window_batches,
+            input_cache=config.input.input_cache))
 
   training = strategy.distribute_datasets_from_function(training_dataset)
   if config.run.synthetic_data:

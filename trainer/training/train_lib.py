@@ -33,6 +33,7 @@ from trainer.serving import export
 from trainer import storage
 from trainer.training import best as best_lib
 from trainer.training import checkpoints as checkpoints_lib
+from trainer.training import data_gate
 from trainer.training import datasets
 from trainer.training import model as model_lib
 from trainer.training import optimization
@@ -276,7 +277,7 @@ def _tested_weights(run):
 
   The best validation's with --export=best, else the final evaluation (moving average) weights.
   """
-  if run.best and int(run.best.step):
+  if run.best and int(run.best.step.numpy()):  # A MirroredVariable under many workers.
     return run.best.in_model(run.model)
   return _final_weights(run)
 
@@ -321,6 +322,7 @@ def _export_and_report(run, results, serving_weights, locations):
   classifier = export.build_classifier(run.config, serving_weights, vocabulary)
   facts = {key: results[key] for key in ("test", "validation", "config", "versions", "data",
                                           "step", "precision")}
+  facts["data_statistics"] = data_gate.statistics(metadata)  # The next retraining's baseline.
   results["export"] = export.export(classifier, locations.export, facts,
                                     versioned=locations.versioned_export)
   logging.info("Exported the model for serving to %s.", results["export"])

@@ -1,0 +1,161 @@
+r"""Writes the benchmark tables of README.md and docs/ from the result files of benchmarks/results/.
+
+  python benchmarks/tables.py [--check]
+
+Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in a Markdown file and
+is replaced by the table made from its result file, with the file named under it, so every
+published number traces to a file a benchmark command wrote. A table whose result file is
+missing is left as it is. --check only reports the tables that are out of date (exit code 1).
+"""
+
+import json
+import os
+import re
+import sys
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPOSITORY, "benchmarks", "results")
+DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/data.md", "docs/scaling.md")
+
+
+def _load(name):
+  """A result file's JSON, or None when there is none."""
+  path = os.path.join(RESULTS, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _source(name, result):
+  """The line naming the file and the run a table comes from."""
+  facts = ", ".join(str(result[key]) for key in ("date", "machine", "git_revision")
+                    if key in result)
+  return f"\nFrom `benchmarks/results/{name}` ({facts})."
+
+
+def _rows(header, rows):
+  """A Markdown table."""
+  lines = ["| " + " | ".join(header) + " |",
+           "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
+  lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def input_pipeline_table(max_length):
+  """Ours (in memory, streaming) vs `padded_batch` and `bucket_by_sequence_length`."""
+  name = f"input-pipeline-{max_length}.json"
+  result = _load(name)
+  if result is None:
+    return None
+  names = {"padded_batch": f"`padded_batch` to {max_length}",
+           "bucket_by_sequence_length": "`bucket_by_sequence_length`",
+           "ours": "ours, in memory", "ours_stream": "ours, streaming"}
+  rows = [(label, f"{result[f'{key}_examples_per_s']:,}", f"{result[f'{key}_tokens_per_s']:,}",
+           result[f"{key}_padded_tokens_per_example"], result[f"{key}_padding_ratio"])
+          for key, label in names.items() if f"{key}_examples_per_s" in result]
+  table = _rows(("pipeline", "examples/s", "tokens/s", "padded tokens / example",
+                 "padded / true tokens"), rows)
+  ratios = (f"\nOurs: {result['ours_vs_bucket_by_sequence_length']}x the examples/s of "
+            f"`bucket_by_sequence_length`, {result['ours_vs_padded_batch']}x those of "
+            f"`padded_batch`; streaming {result['ours_stream_vs_ours']}x in memory. Train split,"
+            f" batch {result['per_replica_batch_size']}, {result['batches']} batches read in the "
+            f"graph after a warm-up epoch.")
+  if "cores" in result:
+    ratios += (" Cores per GPU at 150,000 examples/s: " + ", ".join(
+        f"{150000 * result['cores'] / result[f'{key}_examples_per_s']:.2f} ({label})"
+        for key, label in (("ours", "in memory"), ("ours_stream", "streaming"))
+        if f"{key}_examples_per_s" in result) + ".")
+  return table + "\n" + ratios + _source(name, result)
+
+
+def scale_table():
+  """Prepare and one epoch at 1x, 4x, 16x IMDB."""
+  result = _load("scale.json")
+  if result is None:
+    return None
+  labels = sorted(result["prepare_seconds"], key=lambda label: int(label[:-1]))  # "16x" last.
+  rows = []
+  for label in labels:
+    rows.append((label, f"{result['reviews'][label]:,}", result["prepare_seconds"][label],
+                 f"{result['prepare_reviews_per_s'][label]:,}",
+                 f"{result['prepare_peak_rss_mb'][label]:,}",
+                 f"{result['pipeline_examples_per_s_memory'][label]:,}",
+                 f"{result['pipeline_examples_per_s_stream'][label]:,}",
+                 f"{result['pipeline_peak_rss_mb_memory'][label]:,} / "
+                 f"{result['pipeline_peak_rss_mb_stream'][label]:,}",
+                 result["padding_ratio_stream"][label]))
+  table = _rows(("corpus", "reviews", "prepare s", "reviews/s", "prepare peak MB",
+                 "epoch ex/s, memory", "epoch ex/s, stream", "epoch peak MB, memory / stream",
+                 "stream padding"), rows)
+  growth = result["growth"]
+  notes = (f"\nGrowth {labels[0]} -> {labels[-1]}: {growth['reviews_ratio']}x the reviews, "
+           f"{growth['time_per_review_ratio']}x the prepare time per review, "
+           f"{growth['peak_rss_ratio']}x the peak memory.")
+  if "baseline_prepare_seconds_1x" in result:
+    notes += (f" The in-memory prepare of {result['baseline_revision']} at 1x in the same run: "
+              f"{result['baseline_prepare_seconds_1x']} s, "
+              f"{result['baseline_prepare_peak_rss_mb_1x']:,} MB peak (ours "
+              f"{growth['prepare_1x_vs_baseline']}x its time); same vocabulary and reviews: "
+              f"{result['same_dataset_as_baseline_1x']}.")
+  notes += f" Load average at the start: {result.get('load_average_at_start')}."
+  return table + "\n" + notes + _source("scale.json", result)
+
+
+def accuracy_table():
+  """Test accuracy of the presets measured by benchmarks/accuracy.py."""
+  rows = []
+  for name in sorted(os.listdir(RESULTS)):
+    if name.startswith("accuracy-"):
+      result = _load(name)
+      rows.append((f"`{result['preset']}` ({result['export']} weights)",
+                   f"**{result['test_accuracy']}**", result["test_auc"],
+                   result["validation_accuracy"], f"{result['steps']:,}",
+                   f"{result['wall_seconds']:,} s", result["date"], f"`{name}`"))
+  if not rows:
+    return None
+  return _rows(("preset", "test accuracy", "test AUC", "validation accuracy", "steps",
+                "wall time", "date", "file"), rows)
+
+
+TABLES = {
+    "accuracy": accuracy_table,
+    "input-pipeline-500": lambda: input_pipeline_table(500),
+    "input-pipeline-1000": lambda: input_pipeline_table(1000),
+    "scale": scale_table,
+}
+
+
+def render(document):
+  """The document with each of its tables made anew from the results."""
+  def replace(match):
+    """One table region."""
+    table = TABLES[match.group(1)]()
+    if table is None:
+      return match.group(0)
+    return f"<!-- table:{match.group(1)} -->\n{table}\n<!-- /table:{match.group(1)} -->"
+  return re.sub(r"<!-- table:([\w-]+) -->.*?<!-- /table:\1 -->", replace, document,
+                flags=re.DOTALL)
+
+
+def main():
+  """Rewrites (or with --check, checks) every document's tables."""
+  stale = []
+  for relative in DOCUMENTS:
+    path = os.path.join(REPOSITORY, relative)
+    with open(path) as f:
+      document = f.read()
+    rendered = render(document)
+    if rendered != document:
+      stale.append(relative)
+      if "--check" not in sys.argv:
+        with open(f"{path}.tables-tmp", "w") as f:  # Renamed when whole.
+          f.write(rendered)
+        os.replace(f"{path}.tables-tmp", path)
+  print(("Out of date: " if "--check" in sys.argv else "Rewrote: ") + (", ".join(stale) or
+                                                                       "nothing"))
+  sys.exit(1 if stale and "--check" in sys.argv else 0)
+
+
+if __name__ == "__main__":
+  main()

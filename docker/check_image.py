@@ -1,0 +1,351 @@
+"""The built image, run as a cluster would run it (docker/test_image.sh runs this after the build).
+
+  PYTHONPATH=. .venv/bin/python docker/check_image.py --image=imdb-bilstm-trainer:ci
+
+1. The image's commands in a locked-down container (the prepare overlay's pod: read-only root,
+   no capabilities, no privilege escalation, user 10001, only /tmp and $HOME writable, no
+   network): prepare the tarball, train --preset=local, predict, saved_model_cli; the CUDA and
+   cuDNN libraries the image loads match TensorFlow's build; --require_gpus stops a GPU-less run.
+2. The manifests' own pod specs, rendered with kustomize: each container's command, arguments
+   and environment as rendered, with only the storage (gs://BUCKET/imdb -> a mounted folder)
+   and the workers' addresses (-> loopback ports) swapped; several workers on the host network.
+3. docker stop on one worker mid-run: every worker exits 42 at the same step; started again they
+   finish with the weights of an uninterrupted run (--deterministic). The SIGTERM-to-exit time of
+   one worker and of two is measured.
+Real reviews (../shared/data) when present, generated ones otherwise. Every container has a time
+limit; the script prints the time of each step and exits 1 at the first failure.
+"""
+
+import argparse
+import io
+import os
+import pathlib
+import re
+import shutil
+import sys
+import tarfile
+import time
+import traceback
+
+from containers import Container
+from tests import deploy_testing
+from tests import synthetic_imdb
+from tests.test_cluster_training import free_port_prefix
+
+REPO = deploy_testing.REPO
+SHARED_TARBALL = REPO.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+BUCKET_PREFIX = "gs://BUCKET/imdb"  # The manifests' storage; runs here use STORAGE instead.
+STORAGE = "/storage"
+SUBSET_REVIEWS_PER_FOLDER = 300  # Reviews per train/test pos/neg folder for the manifests' runs.
+GRACE_SECONDS = 120  # The manifests' terminationGracePeriodSeconds.
+RUN_TIMEOUT_SECONDS = 900
+TRAINER_UID = 10001
+WEIGHTS = r"Final weights sha256 .*: ([0-9a-f]{64})"
+JOB_NAME_LABEL = "metadata.labels['batch.kubernetes.io/job-name']"
+
+
+def step(name):
+  """Decorator: prints the step's name and, when it ends, its time in seconds."""
+
+  def decorate(function):
+    """Wraps `function` with the report."""
+
+    def timed(*args, **kwargs):
+      """Runs the step, printing its name and duration."""
+      print(f"== {name}", flush=True)
+      start = time.monotonic()
+      result = function(*args, **kwargs)
+      print(f"== {name}: ok, {time.monotonic() - start:.0f} s", flush=True)
+      return result
+    return timed
+  return decorate
+
+
+def check(condition, message):
+  """Raises AssertionError with `message` unless `condition`."""
+  if not condition:
+    raise AssertionError(message)
+
+
+# --- Data and storage.
+
+
+def writable_folder(path):
+  """Creates `path` owned by the image's user (the containers write there); returns it."""
+  path.mkdir(parents=True, exist_ok=True)
+  os.chown(path, TRAINER_UID, TRAINER_UID)
+  return path
+
+
+def _subset_member(name, limit):
+  """Whether the subset keeps a tarball member: reviews with ids below `limit`, and other files."""
+  match = re.fullmatch(r"aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_\d+\.txt", name)
+  return not match or (match.group(2) != "unsup" and int(match.group(3)) < limit)
+
+
+def subset_tarball(source, destination, limit):
+  """Writes the reviews of `source` with ids below `limit` (and their movies' URLs) as a tarball."""
+  with tarfile.open(source) as reader, tarfile.open(destination, "w:gz") as writer:
+    for member in reader:
+      if not member.isfile() or not _subset_member(member.name, limit):
+        continue
+      content = reader.extractfile(member).read()
+      if re.search(r"/urls_(pos|neg)\.txt$", member.name):
+        content = b"".join(content.splitlines(keepends=True)[:limit])
+      info = tarfile.TarInfo(member.name)
+      info.size = len(content)
+      writer.addfile(info, io.BytesIO(content))
+  return destination
+
+
+def stage_tarballs(work):
+  """(full tarball, small tarball, description): real reviews when present, else generated."""
+  if SHARED_TARBALL.exists():
+    small = subset_tarball(SHARED_TARBALL, work / "subset.tar.gz", SUBSET_REVIEWS_PER_FOLDER)
+    return SHARED_TARBALL, small, f"real reviews ({SHARED_TARBALL})"
+  files = synthetic_imdb.generate(reviews_per_folder=SUBSET_REVIEWS_PER_FOLDER)
+  generated = synthetic_imdb.write_tarball(files, work / "generated.tar.gz")
+  return generated, generated, "generated reviews (no ../shared/data here)"
+
+
+# --- Running pods.
+
+
+class Runs:
+  """Runs pod templates of the image as containers, with the storage in one host folder."""
+
+  def __init__(self, image, storage):
+    """Containers run `image` by default; `storage` (a host folder) replaces gs://BUCKET/imdb."""
+    self.image = image
+    self.storage = storage
+    self.runs = 0
+
+  def environment(self, objects, template, field_values=None):
+    """The rendered container's environment with the bucket swapped for the mounted folder."""
+    environment = deploy_testing.pod_environment(
+        objects, deploy_testing.main_container_of(template), field_values or pod_fields("pod"))
+    return {name: value.replace(BUCKET_PREFIX, STORAGE) for name, value in environment.items()}
+
+  def start(self, template, environment, network, command=None, binds=(), image=None):
+    """Starts one container of `template` (the image and command as given); returns it."""
+    self.runs += 1
+    name = f"imdb-check-{os.getpid()}-{self.runs}"
+    return Container(deploy_testing.docker_run_command(
+        template, environment, image or self.image, name, network,
+        binds=[f"{self.storage}:{STORAGE}", *binds], command=command))
+
+  def run(self, template, environment, network, command=None, binds=(), expect=0, image=None):
+    """Runs one container to its end; returns its logs after checking its exit code."""
+    container = self.start(template, environment, network, command, binds, image)
+    try:
+      code = container.wait(RUN_TIMEOUT_SECONDS)
+      logs = container.logs()
+      check(code == expect, f"exit code {code}, not {expect}:\n{logs[-3000:]}")
+      return logs
+    finally:
+      container.remove()
+
+  def start_workers(self, objects, extra_args=(), field_values=None):
+    """Starts every worker of a rendered overlay on loopback; returns the containers.
+
+    The workers' addresses (TRAINER_WORKER_ADDRESS_TEMPLATE) become free loopback ports, the
+    GPUs they must see 0; each worker gets JOB_COMPLETION_INDEX as an Indexed Job's pod does.
+    """
+    (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+    environment = self.environment(objects, template, field_values)
+    if "TRAINER_REQUIRE_GPUS" in environment:
+      environment["TRAINER_REQUIRE_GPUS"] = "0"  # No GPU here (check_cuda_libraries tests 4).
+    workers = int(environment.get("TRAINER_NUM_WORKERS", 1))
+    if "TRAINER_WORKER_ADDRESS_TEMPLATE" in environment:
+      environment["TRAINER_WORKER_ADDRESS_TEMPLATE"] = (
+          f"127.0.0.1:{free_port_prefix(workers)}{{index}}")
+    container = deploy_testing.main_container_of(template)
+    command = container["command"] + container.get("args", []) + list(extra_args)
+    return [self.start(template, {**environment, "JOB_COMPLETION_INDEX": str(index)}, "host",
+                       command=command) for index in range(workers)]
+
+
+def finish(workers, expect=0):
+  """The logs of workers run to their end, after checking their exit codes; removes them."""
+  try:
+    codes = [worker.wait(RUN_TIMEOUT_SECONDS) for worker in workers]
+    logs = [worker.logs() for worker in workers]
+    for index, (code, log) in enumerate(zip(codes, logs)):
+      check(code == expect, f"worker {index}: exit code {code}, not {expect}:\n{log[-3000:]}")
+    return logs
+  finally:
+    for worker in workers:
+      worker.remove()
+
+
+def final_weights(logs):
+  """The final weights' checksum that every worker logged; checks that they agree."""
+  checksums = [re.findall(WEIGHTS, log)[-1:] for log in logs]
+  check(all(checksums) and len({c[0] for c in checksums}) == 1,
+        f"the workers' final weights differ or are missing: {checksums}")
+  return checksums[0][0]
+
+
+def render(overlay):
+  """The objects of a k8s/overlays/ folder, rendered by kubectl kustomize."""
+  return deploy_testing.kustomize(REPO / "k8s" / "overlays" / overlay)
+
+
+def pod_fields(run_id):
+  """The pod fields that the manifests read (fieldRef), as a cluster fills them for a run."""
+  return {JOB_NAME_LABEL: f"imdb-job-{run_id}",
+          "metadata.labels['batch.kubernetes.io/controller-uid']": f"uid-{run_id}",
+          "metadata.labels['jobset.sigs.k8s.io/jobset-uid']": f"uid-{run_id}"}
+
+
+# --- 1. The image's commands.
+
+
+@step("image: prepare the tarball, train --preset=local, predict, saved_model_cli (no network)")
+def check_commands(runs, tarball):
+  """The image's commands in the prepare overlay's locked-down pod, on the full tarball."""
+  objects = render("prepare")
+  (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+  environment = runs.environment(objects, template)
+  tarball_bind = [f"{tarball}:/input/aclImdb.tar.gz:ro"]
+  python = ["python", "-m"]
+  runs.run(template, environment, "none", binds=tarball_bind, command=python + [
+      "trainer.prepare", "--input=/input/aclImdb.tar.gz", f"--output_dir={STORAGE}/image/data"])
+  runs.run(template, environment, "none", command=python + [
+      "trainer.train", f"--data_dir={STORAGE}/image/data", f"--workdir={STORAGE}/image/run",
+      "--preset=local"])
+  predictions = runs.run(template, environment, "none", command=python + [
+      "trainer.predict", f"--model={STORAGE}/image/run", "A wonderful, moving film."])
+  print("\n".join(line for line in predictions.splitlines() if "wonderful" in line))
+  (export,) = sorted((runs.storage / "image" / "run" / "export").iterdir())[-1:]
+  signatures = runs.run(template, environment, "none", command=[
+      "saved_model_cli", "show", "--dir", f"{STORAGE}/image/run/export/{export.name}", "--all"])
+  check("serving_default" in signatures, f"no serving_default signature:\n{signatures}")
+
+
+@step("image: the CUDA and cuDNN libraries it loads match tf.sysconfig.get_build_info()")
+def check_cuda_libraries(runs, base_image):
+  """docker/check_cuda_libraries.py passes in the image, fails in its base; GPUs are checked."""
+  objects = render("single-host")
+  (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+  environment = runs.environment(objects, template)
+  binds = [f"{REPO / 'docker'}:/checks:ro", f"{REPO / 'trainer'}:/opt/checks-src/trainer:ro"]
+  command = ["python", "/checks/check_cuda_libraries.py"]
+  report = runs.run(template, environment, "none", binds=binds, command=command)
+  print("\n".join(line for line in report.splitlines()
+                  if ".so." in line or line.startswith(("  CUDA", "  cuDNN", "ok:"))))
+  base_report = runs.run(template, {**environment, "PYTHONPATH": "/opt/checks-src"}, "none",
+                         binds=binds, command=command, expect=1, image=base_image)
+  check("libcudnn.so.9 does not load" in base_report, base_report[-3000:])
+  print("the same check in the base image, without the wheels, fails: "
+        f"{re.search(r'libcudnn.so.9 does not load.*', base_report).group(0)[:200]}")
+  refusal = runs.run(template, environment, "none", expect=2, command=[
+      "python", "-m", "trainer.train", "--synthetic_data", "--synthetic_steps=2",
+      "--preset=local", "--workdir=/tmp/run"])
+  check("TRAINER_REQUIRE_GPUS=4 asks for 4 GPUs, but TensorFlow sees 0" in refusal,
+        refusal[-3000:])
+  print(refusal.strip().splitlines()[-1][:400])
+
+
+# --- 2. The manifests' pod specs.
+
+
+@step("manifests: the prepare overlay's pod")
+def check_prepare_pod(runs, tarball):
+  """The prepare Job's pod prepares $(INPUT) (the small tarball) into $(DATA_DIR)."""
+  objects = render("prepare")
+  (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+  environment = runs.environment(objects, template)
+  shutil.copyfile(tarball, environment["INPUT"].replace(STORAGE, str(runs.storage)))
+  runs.run(template, environment, "none")
+
+
+def check_training_pods(runs, overlay, run_id):
+  """An overlay's workers run its command to the end with identical final weights."""
+  print(f"== manifests: the {overlay} overlay's pods", flush=True)
+  start = time.monotonic()
+  logs = finish(runs.start_workers(render(overlay), field_values=pod_fields(run_id)))
+  print(f"== manifests: {overlay}: {len(logs)} worker(s), exit 0, final weights "
+        f"{final_weights(logs)[:16]}..., {time.monotonic() - start:.0f} s", flush=True)
+
+
+@step("manifests: the retrain overlay's pods (2 workers), then production promoted")
+def check_retrain_pods(runs):
+  """Retraining on the manifests' workers prepares, trains and promotes its candidate."""
+  check_training_pods(runs, "retrain", "retrain")
+  current = runs.storage / "production" / "CURRENT.json"
+  check(current.exists(), f"retraining promoted nothing: no {current}")
+
+
+# --- 3. Preemption: stop, resume, the same weights.
+
+
+def stop_and_resume(runs, overlay, run_id, extra_args):
+  """Stops the last worker mid-run, checks all saved and exited 42, restarts them; their logs."""
+  workers = runs.start_workers(render(overlay), extra_args, pod_fields(run_id))
+  try:
+    workers[-1].wait_for_log(r"train \| step: [1-9]\d*/", RUN_TIMEOUT_SECONDS)
+    stopped_at = time.time()  # The containers write files with this clock too.
+    seconds = workers[-1].stop(GRACE_SECONDS)
+    codes = [worker.wait(GRACE_SECONDS) for worker in workers]
+    logs = [worker.logs() for worker in workers]
+    check(codes == [42] * len(workers), f"exit codes {codes} after SIGTERM, not all 42:\n"
+          f"{logs[0][-3000:]}")
+    saved = [set(re.findall(r"saved a checkpoint at step (\d+)", log)) for log in logs]
+    steps = set().union(*saved)
+    check(all(saved) and len(steps) == 1, f"the workers' saved steps differ: {saved}")
+    step_saved = steps.pop()
+    (index,) = runs.storage.rglob(f"uid-{run_id}/checkpoints/ckpt-{step_saved}.index")
+    print(f"   {len(workers)} worker(s), saved at step {step_saved}: checkpoint written "
+          f"{index.stat().st_mtime - stopped_at:.1f} s after SIGTERM, exit 42 after "
+          f"{seconds:.1f} s", flush=True)
+    for worker in workers:
+      worker.restart()
+  except BaseException:
+    for worker in workers:
+      worker.remove()
+    raise
+  return finish(workers)
+
+
+@step("preemption: docker stop mid-run, exit 42 at one step, resumed to the same weights")
+def check_preemption(runs):
+  """multi-host (--deterministic) stopped and resumed ends as if never stopped; one worker too."""
+  extra = ["--deterministic", "--log_every_steps=2"]
+  reference = finish(runs.start_workers(render("multi-host"), extra, pod_fields("reference")))
+  resumed = stop_and_resume(runs, "multi-host", "stopped", extra)
+  check(final_weights(resumed) == final_weights(reference),
+        "the resumed run's weights differ from the uninterrupted run's")
+  stop_and_resume(runs, "single-host", "stopped-single", ["--log_every_steps=2"])
+
+
+def main():
+  """Runs every check against --image; exits 1 at the first failure."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--image", required=True, help="The image built from docker/Dockerfile.")
+  parser.add_argument("--base_image", required=True,
+                      help="The image's base: the CUDA check must fail there.")
+  parser.add_argument("--work_dir", required=True, type=pathlib.Path,
+                      help="An empty folder for the data and runs (removed by the caller).")
+  args = parser.parse_args()
+  tarball, small, description = stage_tarballs(args.work_dir)
+  print(f"data: {description}", flush=True)
+  runs = Runs(args.image, writable_folder(args.work_dir / "storage"))
+  checks = [lambda: check_commands(runs, tarball),
+            lambda: check_cuda_libraries(runs, args.base_image),
+            lambda: check_prepare_pod(runs, small)]
+  checks += [lambda overlay=overlay: check_training_pods(runs, overlay, overlay)
+             for overlay in ("single-host", "multi-host", "jobset")]
+  checks += [lambda: check_retrain_pods(runs), lambda: check_preemption(runs)]
+  for passed, run_check in enumerate(checks):
+    try:
+      run_check()
+    except Exception:  # pylint: disable=broad-except  (reported, then the script fails)
+      traceback.print_exc()
+      print(f"{passed} passed, 1 failed")
+      sys.exit(1)
+  print(f"{len(checks)} passed, 0 failed")
+
+
+if __name__ == "__main__":
+  main()
