@@ -99,8 +99,12 @@ def _read_export(store):
   if export.SAVED_MODEL_FILE not in files:
     raise UserInputError(f"Candidate {where} has no {export.SAVED_MODEL_FILE}: the export is "
                          "incomplete; export the model again.")
-  location = store.location(export.METADATA_FILE)
-  return export.parse_metadata(store.read_versioned(export.METADATA_FILE)[0], location)
+  return _metadata(store, export.METADATA_FILE)
+
+
+def _metadata(store, name):
+  """The checked export metadata in the file `name` of `store`."""
+  return export.parse_metadata(store.read_versioned(name)[0], store.location(name))
 
 
 def _read_production(store):
@@ -253,13 +257,6 @@ def _copy_export(local_dir, target, name):
     raise
 
 
-def _open(location, gcs_client):
-  """The store of `location`, with a default GCS client for gs:// when none is given."""
-  if gcs_client is None and location.startswith("gs://"):
-    gcs_client = storage.default_gcs_client()
-  return storage.open_store(location, gcs_client)
-
-
 def _log(target, record):
   """Writes the decision `record` under decisions/ with its time and name; returns it."""
   time = _now()
@@ -288,7 +285,8 @@ def promote(candidate, production, assessor, policy=Policy(), *, gcs_client=None
     policy.check()
   except ValueError as e:
     raise UserInputError(f"--{e}") from e
-  source, target = _open(candidate, gcs_client), _open(production, gcs_client)
+  source = storage.open_store(candidate, gcs_client)
+  target = storage.open_store(production, gcs_client)
   _check_apart(source, target)
   metadata = _read_export(source)
   with source.local_copy() as candidate_dir:
@@ -330,12 +328,11 @@ def raise_alerts(record):
 
 def production_metadata(production, *, gcs_client=None):
   """The export metadata of the production model, or None before the first promotion."""
-  target = _open(production, gcs_client)
+  target = storage.open_store(production, gcs_client)
   current, _ = _read_production(target)
   if current is None:
     return None
-  name = f"{MODELS_DIR}/{current['model_id']}/{export.METADATA_FILE}"
-  return export.parse_metadata(target.read_versioned(name)[0], target.location(name))
+  return _metadata(target, f"{MODELS_DIR}/{current['model_id']}/{export.METADATA_FILE}")
 
 
 # --- Rolling back.
@@ -375,7 +372,7 @@ def rollback(production, model_id=None, *, gcs_client=None):
   Returns:
     The decision record.
   """
-  target = _open(production, gcs_client)
+  target = storage.open_store(production, gcs_client)
   lost_races = 0
   while True:
     current, token = _read_production(target)
@@ -383,8 +380,7 @@ def rollback(production, model_id=None, *, gcs_client=None):
       raise UserInputError(f"{target.location(POINTER_FILE)} does not exist: there is no "
                            "production model to roll back.")
     to, history = _rollback_target(target, current, model_id)
-    name = f"{MODELS_DIR}/{to}/{export.METADATA_FILE}"
-    metadata = export.parse_metadata(target.read_versioned(name)[0], target.location(name))
+    metadata = _metadata(target, f"{MODELS_DIR}/{to}/{export.METADATA_FILE}")
     pointer = _pointer(target, to, metadata, history, rolled_back_from=current["model_id"])
     if target.replace_if(POINTER_FILE, storage.json_text(pointer).encode(), token):
       break
