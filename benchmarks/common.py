@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -108,3 +109,82 @@ def consume_in_graph(dataset, warmup_batches, timed_batches):
           "tokens_per_s": round(true / seconds),
           "padded_tokens_per_example": round(padded / examples, 1),
           "padding_ratio": round(padded / true, 4)}
+
+
+def time_in_alternating_rounds(datasets, *, warmup_batches, rounds, seconds, settle_seconds):
+  """Reads each dataset of (tokens, labels) in turn, in each of several timed rounds.
+
+  Each dataset gets one iterator, kept over all rounds: its warm-up batches are read first
+  (untimed; its padding is counted over them), then in each round it is read for
+  `settle_seconds` (untimed: what its buffers held is used up) and timed for `seconds`. The
+  order of the datasets shifts by one each round. Reading happens inside a tf.function and only
+  takes each batch's shape, so what is timed is the rate at which the pipeline delivers batches.
+
+  Args:
+    datasets: dict name -> dataset.
+    warmup_batches, rounds, seconds, settle_seconds: as said above.
+
+  Returns:
+    Dict name -> {"examples_per_s_rounds": one per round, "examples_per_s": their median,
+    "tokens_per_s" (true tokens: the median times the true tokens per example of the warm-up
+    batches), "padded_tokens_per_example", "padding_ratio" (of the warm-up batches),
+    "timed_batches" and "seconds" (over all rounds)}.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (not needed by every benchmark)
+  count, read = tf.function(_count_tokens), tf.function(_read_for)
+  iterators = {name: iter(dataset) for name, dataset in datasets.items()}
+  padding = {name: _padding(*count(iterator, tf.constant(warmup_batches)))
+             for name, iterator in iterators.items()}
+  timed = {name: [] for name in datasets}
+  names = list(datasets)
+  for round_index in range(rounds):
+    shift = round_index % len(names)
+    for name in names[shift:] + names[:shift]:
+      read(iterators[name], tf.constant(settle_seconds, tf.float64))
+      timed[name].append(tuple(x.numpy() for x in read(iterators[name],
+                                                       tf.constant(seconds, tf.float64))))
+  results = {}
+  for name in names:
+    examples_per_s = [examples / elapsed for _, examples, elapsed in timed[name]]
+    median = statistics.median(examples_per_s)
+    true_per_example = padding[name].pop("true_tokens_per_example")
+    results[name] = {
+        "examples_per_s": round(median), "tokens_per_s": round(median * true_per_example),
+        **padding[name], "examples_per_s_rounds": [round(rate) for rate in examples_per_s],
+        "timed_batches": int(sum(batches for batches, _, _ in timed[name])),
+        "seconds": round(float(sum(elapsed for _, _, elapsed in timed[name])), 3)}
+  return results
+
+
+def _padding(examples, padded, true):
+  """padded_tokens_per_example, padding_ratio and true_tokens_per_example of counted batches."""
+  examples, padded, true = examples.numpy(), padded.numpy(), true.numpy()
+  return {"padded_tokens_per_example": round(padded / examples, 1),
+          "padding_ratio": round(padded / true, 4), "true_tokens_per_example": true / examples}
+
+
+def _count_tokens(iterator, batches):
+  """Reads `batches` batches (to run in a tf.function): examples, padded and true tokens."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  examples, padded, true = (tf.constant(0, tf.int64),) * 3
+  for _ in tf.range(batches):
+    tokens, labels = next(iterator)
+    examples += tf.size(labels, tf.int64)
+    padded += tf.size(tokens, tf.int64)
+    true += tf.math.count_nonzero(tokens, dtype=tf.int64)
+  return examples, padded, true
+
+
+def _read_for(iterator, seconds):
+  """Reads batches for `seconds` (to run in a tf.function): batches, examples, elapsed seconds."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  start = now = tf.timestamp()
+  batches, examples = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+  while now - start < seconds:
+    _, labels = next(iterator)
+    batches += 1
+    examples += tf.size(labels, tf.int64)
+    now = tf.timestamp()
+  return batches, examples, now - start

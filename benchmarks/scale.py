@@ -9,7 +9,8 @@ c * N + i of its folder; urls lines repeat, so the movies are the same), generat
 process's VmHWM), then one epoch of the train split through the input pipeline in memory and
 in streaming mode, each in a process of its own (examples/s, tokens/s, padding, peak RSS).
 --baseline_revision's prepare (extracted with `git archive`, run with the same Python) is timed
-at 1x in the same run, and its dataset compared with ours (same vocabulary and examples).
+at 1x in the same run, alternating with ours (--rounds_1x each; medians compared), and its
+dataset compared with ours (same vocabulary and examples).
 The last line is JSON; it is also written to benchmarks/results/scale.json.
 """
 
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -38,6 +40,8 @@ flags.DEFINE_string("baseline_revision", "a480c56", "Git revision whose prepare 
                     "baseline at 1x; empty to skip.")
 flags.DEFINE_integer("per_replica_batch_size", 128, "Reviews per batch of the epoch.")
 flags.DEFINE_integer("max_length", 500, "Longest sequence kept (the last tokens).")
+flags.DEFINE_integer("rounds_1x", 3, "Timed runs of the baseline's and our prepare at 1x, "
+                     "alternating; the medians are compared.")
 flags.DEFINE_string("epoch_of", None, "Internal: measure one epoch of this prepared dataset.")
 flags.DEFINE_enum("input_cache", "memory", ["memory", "stream"], "Internal: with --epoch_of.")
 
@@ -112,6 +116,11 @@ def run_measured(command, cwd=common.REPOSITORY, env=None):
   return time.perf_counter() - start, peak_kb[0] / 1024, stdout.decode()
 
 
+def median_run(runs):
+  """(median seconds, highest peak MB) of (seconds, peak MB) runs."""
+  return statistics.median(seconds for seconds, _ in runs), max(rss for _, rss in runs)
+
+
 def prepare_command(tarball, output_dir):
   """The prepare command line."""
   return [sys.executable, "-m", "trainer.prepare", f"--input={tarball}",
@@ -182,15 +191,25 @@ def main(argv):
   results = {"data": os.path.abspath(source), "per_replica_batch_size":
              FLAGS.per_replica_batch_size, "max_length": FLAGS.max_length,
              **common.run_facts()}
+  ours_1x = []  # (seconds, peak MB) of our prepare at 1x, timed beside the baseline's.
   if FLAGS.baseline_revision:
     baseline = baseline_checkout(FLAGS.baseline_revision, FLAGS.workdir)
     env = {**os.environ, "PYTHONPATH": baseline}
-    seconds, rss, _ = run_measured(prepare_command(
-        source, os.path.join(FLAGS.workdir, "baseline-1x")), cwd=baseline, env=env)
-    print(f"baseline {FLAGS.baseline_revision} prepare 1x: {seconds:.1f} s, {rss:.0f} MB")
+    baseline_1x = []
+    for _ in range(FLAGS.rounds_1x):
+      baseline_1x.append(run_measured(prepare_command(
+          source, os.path.join(FLAGS.workdir, "baseline-1x")), cwd=baseline, env=env)[:2])
+      ours_1x.append(run_measured(prepare_command(
+          source, os.path.join(FLAGS.workdir, "prepared-1x")))[:2])
+      print(f"prepare 1x: baseline {FLAGS.baseline_revision} {baseline_1x[-1][0]:.1f} s, ours "
+            f"{ours_1x[-1][0]:.1f} s")
+    seconds, rss = median_run(baseline_1x)
     results.update(baseline_revision=FLAGS.baseline_revision,
                    baseline_prepare_seconds_1x=round(seconds, 2),
-                   baseline_prepare_peak_rss_mb_1x=round(rss))
+                   baseline_prepare_peak_rss_mb_1x=round(rss),
+                   prepare_seconds_1x_rounds={
+                       "baseline": [round(run[0], 2) for run in baseline_1x],
+                       "ours": [round(run[0], 2) for run in ours_1x]})
   for key in ("prepare_seconds", "prepare_peak_rss_mb", "prepare_reviews_per_s", "reviews",
               "pipeline_examples_per_s_memory", "pipeline_examples_per_s_stream",
               "pipeline_tokens_per_s_memory", "pipeline_tokens_per_s_stream",
@@ -202,7 +221,10 @@ def main(argv):
     tarball = source if scale == "1" else write_scaled_tarball(
         source, int(scale), os.path.join(FLAGS.workdir, f"aclImdb-{label}.tar.gz"))
     data_dir = os.path.join(FLAGS.workdir, f"prepared-{label}")
-    seconds, rss, _ = run_measured(prepare_command(tarball, data_dir))
+    if label == "1x" and ours_1x:
+      seconds, rss = median_run(ours_1x)
+    else:
+      seconds, rss, _ = run_measured(prepare_command(tarball, data_dir))
     with open(os.path.join(data_dir, "metadata.json")) as f:
       reviews = sum(s["examples"] + s["dropped_empty"]["count"]
                     for s in json.load(f)["splits"].values())

@@ -59,8 +59,9 @@ def input_pipeline_table(max_length):
   ratios = (f"\nOurs: {result['ours_vs_bucket_by_sequence_length']}x the examples/s of "
             f"`bucket_by_sequence_length`, {result['ours_vs_padded_batch']}x those of "
             f"`padded_batch`; streaming {result['ours_stream_vs_ours']}x in memory. Train split,"
-            f" batch {result['per_replica_batch_size']}, {result['batches']} batches read in the "
-            f"graph after a warm-up epoch.")
+            f" batch {result['per_replica_batch_size']}, medians of {result['rounds']} rounds of "
+            f"{result['seconds_per_round']} s per pipeline, read in the graph after a warm-up "
+            f"epoch.")
   if "cores" in result:
     ratios += (" Cores per GPU at 150,000 examples/s: " + ", ".join(
         f"{150000 * result['cores'] / result[f'{key}_examples_per_s']:.2f} ({label})"
@@ -93,11 +94,14 @@ def scale_table():
            f"{growth['time_per_review_ratio']}x the prepare time per review, "
            f"{growth['peak_rss_ratio']}x the peak memory.")
   if "baseline_prepare_seconds_1x" in result:
+    rounds = result.get("prepare_seconds_1x_rounds")
     notes += (f" The in-memory prepare of {result['baseline_revision']} at 1x in the same run: "
               f"{result['baseline_prepare_seconds_1x']} s, "
               f"{result['baseline_prepare_peak_rss_mb_1x']:,} MB peak (ours "
-              f"{growth['prepare_1x_vs_baseline']}x its time); same vocabulary and reviews: "
-              f"{result['same_dataset_as_baseline_1x']}.")
+              f"{growth['prepare_1x_vs_baseline']}x its time"
+              + (f"; medians of {len(rounds['ours'])} alternating runs each, baseline "
+                 f"{rounds['baseline']} s, ours {rounds['ours']} s" if rounds else "")
+              + f"); same vocabulary and reviews: {result['same_dataset_as_baseline_1x']}.")
   notes += f" Load average at the start: {result.get('load_average_at_start')}."
   return table + "\n" + notes + _source("scale.json", result)
 

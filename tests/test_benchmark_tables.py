@@ -29,13 +29,14 @@ def test_a_table_comes_from_its_result_file(results):
   (results / "input-pipeline-500.json").write_text(json.dumps({
       **_RUN, **numbers, "ours_vs_bucket_by_sequence_length": 12.5,
       "ours_vs_padded_batch": 1.02, "ours_stream_vs_ours": 0.61, "per_replica_batch_size": 128,
-      "batches": 1000}))
+      "rounds": 5, "seconds_per_round": 3.0}))
   document = ("intro\n<!-- table:input-pipeline-500 -->\nold\n"
               "<!-- /table:input-pipeline-500 -->\nend")
   rendered = tables.render(document)
   assert rendered.startswith("intro\n<!-- table:input-pipeline-500 -->\n| pipeline |")
   assert "| ours, streaming | 123,456 | 7,654,321 | 254.1 | 1.0141 |" in rendered
   assert "12.5x the examples/s of `bucket_by_sequence_length`" in rendered
+  assert "medians of 5 rounds of 3.0 s per pipeline" in rendered
   assert "`benchmarks/results/input-pipeline-500.json` (2026-12-03T17:00:00+00:00" in rendered
   assert "old" not in rendered and rendered.endswith("<!-- /table:input-pipeline-500 -->\nend")
   assert tables.render(rendered) == rendered  # Made again: the same.

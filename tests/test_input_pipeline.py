@@ -1,4 +1,4 @@
-"""The input pipeline: padding, truncation, sharding, determinism, resume, bucketing."""
+"""The input pipeline: padding, truncation, sharding, determinism, resume, bucketing, helpers."""
 
 import collections
 import logging
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.data import batching
 from trainer.data import input_pipeline
 from trainer.data import prepared_dataset
 from trainer.data import records
@@ -189,3 +190,42 @@ def test_no_step_holds_a_review_twice(tmp_path, num_reviews, batch_size, replica
   for start in range(0, len(ids), replicas):
     step = sum(ids[start:start + replicas], [])
     assert len(set(step)) == len(step), (start // replicas, step)
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_truncated_rows_gathers_and_cuts_rows_in_one_gather(keep):
+  """Any rows, in any order, each cut to max_length at the kept end (empty rows stay empty)."""
+  rows = [[1, 2, 3, 4, 5], [], [6], [7, 8, 9], [10, 11, 12, 13]]
+  tokens = tf.ragged.constant(rows, dtype=tf.int64)
+  picked = [4, 0, 1, 3, 0]
+  cut = batching.truncated_rows(tokens, tf.constant(picked, tf.int64), 3, keep).to_list()
+  assert cut == [rows[i][-3:] if keep == "last" else rows[i][:3] for i in picked]
+
+
+def test_padded_batches_are_consecutive_rows_with_a_smaller_last_batch():
+  """Rows in order, batch by batch, each batch padded to its own longest row."""
+  tokens = tf.ragged.constant([[1], [2, 2], [3, 3, 3], [4], [5, 5]], dtype=tf.int32)
+  batches = take(batching.padded_batches(tokens, tf.range(5), 2), 10)
+  assert [t.tolist() for t, _ in batches] == [[[1, 0], [2, 2]], [[3, 3, 3], [4, 0, 0]], [[5, 5]]]
+  assert [l.tolist() for _, l in batches] == [[0, 1], [2, 3], [4]]
+
+
+def test_bucketed_order_sorts_steps_and_orders_them_by_the_seed():
+  """Each step holds reviews of neighbouring lengths; the step order is a function of the seed."""
+  lengths = tf.constant([9, 1, 8, 2, 7, 3, 6, 4, 5, 0, 11, 10], tf.int64)
+  order = lambda seed: batching.bucketed_order(lengths, 3, tf.constant([seed, 0, 0], tf.int64))
+  steps = np.reshape(tf.gather(lengths, order(1)).numpy(), [4, 3])
+  assert sorted(map(sorted, steps.tolist())) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+  assert sorted(order(1).numpy().tolist()) == list(range(12))
+  assert [order(seed).numpy().tolist() for seed in range(5)] != [order(1).numpy().tolist()] * 5
+
+
+def test_loading_in_many_chunks_reads_every_review_once(tmp_path, monkeypatch):
+  """Reviews read and parsed in chunks (here of 4) are joined into one share: each once, whole."""
+  files = write_reviews(tmp_path, 30)
+  monkeypatch.setattr(input_pipeline, "_READ_CHUNK", 4)
+  batches = take(input_pipeline.make_dataset(files, 8, training=False, max_length=100), 10)
+  assert sorted(i for t, _ in batches for i in review_ids(t)) == list(range(30))
+  for tokens, labels in batches:
+    for row, label, i in zip(tokens, labels, review_ids(tokens)):
+      assert (row != 0).sum() == 1 + (i * 7) % 23 and label == i % 2  # As written.

@@ -10,6 +10,7 @@ from tests.test_input_pipeline import review_ids
 from tests.test_input_pipeline import take
 from tests.test_input_pipeline import write_reviews
 from trainer.data import input_pipeline
+from trainer.data import streaming
 
 
 def stream(files, batch_size=4, **kwargs):
@@ -129,3 +130,19 @@ def test_fewer_reviews_than_a_step_is_a_clear_error(tmp_path):
   files = write_reviews(tmp_path, 3, num_files=1)
   with pytest.raises(tf.errors.InvalidArgumentError, match="input_cache=memory"):
     take(stream(files, 4), 1)
+
+
+def test_chunks_blocks_and_windows_that_do_not_align_keep_every_property(tmp_path, monkeypatch):
+  """Chunks of 3, shuffle blocks of 7, windows of 8: epochs of distinct reviews, exact resume."""
+  monkeypatch.setattr(input_pipeline, "_READ_CHUNK", 3)
+  monkeypatch.setattr(streaming, "SHUFFLE_BLOCK", 7)
+  files = write_reviews(tmp_path, 38, num_files=3)
+  make = lambda start, count: [review_ids(t) for t, _ in take(stream(
+      files, 4, seed=5, start_step=start, sort_window_batches=2), count)]
+  batches = make(0, 27)  # 9 steps per epoch (2 reviews skipped), 3 epochs.
+  for start in (0, 9, 18):
+    epoch = sum(batches[start:start + 9], [])
+    assert len(epoch) == len(set(epoch)) == 36 and set(epoch) <= set(range(38))
+  assert batches[:9] != batches[9:18]
+  assert make(0, 27) == batches
+  assert make(5, 22) == batches[5:] and make(12, 15) == batches[12:]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from unittest import mock
 
+from apache_beam.runners.direct import direct_runner
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,6 +21,7 @@ from trainer.data import prepare
 from trainer.data import prepared_dataset
 from trainer.data import sources
 from trainer.data import statistics
+from trainer.data import survey
 from trainer.data import text
 from trainer.errors import UserInputError
 
@@ -59,6 +61,8 @@ def test_output_layout_and_metadata(tmp_path, aclimdb_tarball):
   assert metadata["source"]["sha256"] and metadata["source"]["content_sha256"]
   assert metadata["tokenizer_version"] == text.TOKENIZER_VERSION
   assert metadata["validation_grouped_by"] == "movie"
+  shards = [shard["file"] for stats in splits.values() for shard in stats["shards"]]
+  assert sorted(os.listdir(output_dir)) == sorted(shards + ["metadata.json", "vocab.txt"])
 
 
 def test_validation_holds_whole_movies_from_the_training_reviews(tmp_path, aclimdb_tarball):
@@ -81,7 +85,7 @@ def test_split_depends_on_movies_and_seed_not_on_reading_order():
   """Reviews read in another order (folder vs tarball) land on the same side."""
   reviews = [sources.Review("train", i % 2, b"x", f"r{i}", f"m{i % 10}") for i in range(40)]
   groups = lambda reviews, seed: prepare.validation_groups(
-      prepare.survey(reviews).train_group_sizes, 0.3, seed)
+      survey.survey(reviews).train_group_sizes, 0.3, seed)
   forward = groups(reviews, 7)
   assert forward == groups(reviews[::-1], 7)
   assert forward != groups(reviews, 8)
@@ -205,6 +209,14 @@ def test_empty_and_non_utf8_reviews_are_reported(tmp_path, aclimdb_dir):
   assert test["invalid_utf8"] == {"count": 1, "reviews": [not_utf8_name]}
   record = next(r for r in read_records(output_dir, "test") if r["name"] == not_utf8_name)
   assert len(record["tokens"]) == 5  # caf, \ufffd, was, great, \ufffd
+
+
+def test_the_default_runner_runs_in_this_process_without_prism(tmp_path, aclimdb_tarball):
+  """DirectRunner means Beam's in-process engine: its switch to Prism (a download) is skipped."""
+  refuse = mock.Mock(side_effect=AssertionError("the switching DirectRunner ran"))
+  with mock.patch.object(direct_runner.SwitchingDirectRunner, "run_pipeline", refuse):
+    metadata = prepare.prepare(sources.read(aclimdb_tarball), str(tmp_path / "data"), SMALL)
+  assert metadata["splits"]["test"]["examples"] == 48 and not refuse.called
 
 
 def test_non_local_output_through_gfile(aclimdb_tarball):

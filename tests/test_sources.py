@@ -1,5 +1,6 @@
 """Each IMDB source on a fixture in its format, and each bad input."""
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -11,8 +12,8 @@ from unittest import mock
 import pytest
 
 from tests import synthetic_imdb
-from trainer.data import prepare
 from trainer.data import sources
+from trainer.data import survey
 from trainer.errors import UserInputError
 
 
@@ -29,9 +30,29 @@ def test_tarball_reads_every_labelled_review_with_its_movie(aclimdb_tarball, cor
 
 def test_directory_and_its_parent_read_the_same_as_the_tarball(aclimdb_tarball, aclimdb_dir):
   """The extracted folder (given as aclImdb/ or its parent) holds the same reviews."""
-  from_tarball = prepare.content_sha256(sources.read(aclimdb_tarball).reviews)
-  assert prepare.content_sha256(sources.read(aclimdb_dir).reviews) == from_tarball
-  assert prepare.content_sha256(sources.read(os.path.dirname(aclimdb_dir)).reviews) == from_tarball
+  from_tarball = survey.survey(sources.read(aclimdb_tarball).reviews)
+  assert survey.survey(sources.read(aclimdb_dir).reviews) == from_tarball
+  assert survey.survey(sources.read(os.path.dirname(aclimdb_dir)).reviews) == from_tarball
+
+
+def test_the_tarball_surveyed_while_reading_equals_a_survey_of_its_reviews(aclimdb_tarball,
+                                                                          aclimdb_dir):
+  """The survey made in the layout pass (movies added last) is that of the reviews read."""
+  corpus = sources.read(aclimdb_tarball)
+  assert corpus.survey == survey.survey(list(corpus.reviews))
+  assert survey.survey_corpus(corpus) is corpus.survey
+  folder = sources.read(aclimdb_dir)  # Its layout pass reads no texts: surveyed by a pass.
+  assert folder.survey is None and survey.survey_corpus(folder) == corpus.survey
+
+
+def test_the_survey_checksum_tells_texts_and_movies_apart(aclimdb_tarball):
+  """Changing one review's text or movie changes the checksum; the order does not."""
+  reviews = list(sources.read(aclimdb_tarball).reviews)
+  checksum = survey.survey(reviews).content_sha256
+  assert survey.survey(reviews[::-1]).content_sha256 == checksum
+  for change in ({"text": reviews[0].text + b"!"}, {"movie": "tt0000001"}):
+    changed = [dataclasses.replace(reviews[0], **change)] + reviews[1:]
+    assert survey.survey(changed).content_sha256 != checksum, change
 
 
 def _prepare_tfds_fixture(data_dir, tarball):

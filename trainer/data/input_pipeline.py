@@ -1,7 +1,8 @@
 """The tf.data input pipeline: prepared TFRecords -> right-padded, length-bucketed batches.
 
-Each input pipeline (one per worker) reads its share of the shards once, keeps its reviews in
-memory as one ragged tensor, and from then on works on whole batches only:
+Each input pipeline (one per worker) reads its share of the shards once (in chunks of
+`_READ_CHUNK` reviews, parsed in parallel), keeps its reviews in memory as one ragged tensor, and
+from then on works on whole windows and batches only:
 
 - Training reads an endless stream of examples. Stream position p is position p mod N of
   epoch p div N's order of the worker's N reviews: a stateless random permutation per (seed,
@@ -10,7 +11,9 @@ memory as one ragged tensor, and from then on works on whole batches only:
 - Bucketing: the stream is cut into windows of `sort_window_batches` batches; each window is
   sorted by length, cut into batches of reviews of similar length, and its batches are shuffled.
   Batches are padded to their own longest review, so padding is nearly gone, and all of this is a
-  few vectorized ops per window instead of per-example work.
+  few vectorized ops per window instead of per-example work: a window's reviews are gathered once
+  in the order of its batches (several windows in parallel), and each batch is then a slice of
+  consecutive rows padded by one op (`batching`).
 - No step (the batches of all replicas) holds a review twice, as no window does. A window that
   two epochs share could hold a review of both, so each epoch's last window-size positions put
   first those of its reviews that the next epoch's share holds: they move to the window before.
@@ -22,22 +25,24 @@ memory as one ragged tensor, and from then on works on whole batches only:
 - A pipeline feeding several replicas (MirroredStrategy) builds each step's batch of
   `per_replica_batch_size * replicas` reviews as one, then hands out consecutive slices, so a
   step sees the same reviews whatever the number of local replicas.
-- Evaluation yields every review once, sorted by length, the last batch possibly smaller; with
-  `endless=True` it then yields filler batches (label -1) forever, so that workers with fewer
-  reviews can keep in step with the others until all are done.
+- Evaluation yields every review once, sorted by length, the last batch possibly smaller (the
+  reviews are gathered `sort_window_batches` batches at a time); with `endless=True` it then
+  yields filler batches (label -1) forever, so that workers with fewer reviews can keep in step
+  with the others until all are done.
 
 A worker whose share does not fit in memory streams it instead (`input_cache="stream"`, or
 "auto" when its files are larger than `memory_budget_bytes`), with the same batch shapes:
 
-- Epoch e reads the pipeline's files in an order fixed by (seed, e), interleaved, and shuffles
-  each block of `_STREAM_SHUFFLE_BUFFER` consecutive reviews by a permutation fixed by (seed, e,
-  block): a review's place in the epoch is random within its block, not over the whole share.
+- Epoch e reads the pipeline's files in an order fixed by (seed, e), interleaved by chunks of
+  `_READ_CHUNK` reviews, and shuffles each block of `streaming.SHUFFLE_BLOCK` consecutive reviews
+  by a permutation fixed by (seed, e, block): a review's place in the epoch is random within its
+  block, not over the whole share.
   (Stateless, unlike `Dataset.shuffle`, whose seed must be a Python number once a global seed is
   set, as training sets it.)
-- Each epoch is cut into windows of `sort_window_batches` steps, bucketed as above; the last
-  window of an epoch holds the whole steps that remain, and the fewer than one step of reviews
-  left over are skipped in that epoch (each epoch skips others). Windows never span two epochs,
-  so no step holds a review twice.
+- Each epoch is cut into windows of `sort_window_batches` steps, parsed whole (several in
+  parallel) and bucketed as above; the last window of an epoch holds the whole steps that
+  remain, and the fewer than one step of reviews left over are skipped in that epoch (each epoch
+  skips others). Windows never span two epochs, so no step holds a review twice.
 - Exact resume is kept: step s is a function of (seed, s) and the files, so `start_step=s`
   continues the exact sequence. To get there it reads (without parsing) up to one epoch of
   records, and counts the share's reviews once at the start.
@@ -57,11 +62,10 @@ from trainer.data import records
 from trainer.data import streaming
 from trainer.data import text
 
-_READ_CHUNK = 4096  # Serialized reviews parsed per op while loading.
+_READ_CHUNK = 1024  # Serialized reviews read (and, when loading, parsed) together.
 _MAX_PARALLEL_READS = 8
 _EPOCH_SALT = 0  # Third seed word of the per-epoch permutation.
 _BATCH_ORDER_SALT = 1  # Third seed word of the batch order inside a window.
-_STREAM_SHUFFLE_BUFFER = 16384  # Reviews (serialized) shuffled together when streaming.
 MEMORY_BUDGET_BYTES = 2 << 30  # "auto" streams a share whose files are larger than this.
 
 
@@ -79,9 +83,10 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
     seed: fixes the training order; each (seed, epoch) has its own permutation.
     input_context: `tf.distribute.InputContext` of this pipeline, or None for a single one.
     start_step: training only: the first batch is the one step `start_step` would get.
-    sort_window_batches: training only: batches sorted by length together (more: less
-      padding, less randomness in which reviews share a batch), lowered to fit in half the
-      reviews of the pipeline (see the module docstring).
+    sort_window_batches: training: batches sorted by length together (more: less padding,
+      less randomness in which reviews share a batch), lowered to fit in half the reviews of
+      the pipeline (see the module docstring); evaluation: batches gathered (in memory) or
+      sorted (streaming) together.
     endless: evaluation only: after the reviews, yield filler batches of `per_replica_batch_size`
       reviews with label -1 (to be ignored) forever.
     input_cache: "memory" (hold the reviews), "stream" (read the files as a stream), or "auto"
@@ -106,11 +111,11 @@ def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="l
     replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
   if _streams(input_cache, files, record_shard, memory_budget_bytes):
     batches = streaming.make_batches(
-        _serialized_reviews(files, record_shard), _parser(max_length, keep),
+        _serialized_chunks(files, record_shard), _parser(max_length, keep),
         per_replica_batch_size, training=training, replicas=replicas, seed=seed,
         start_step=start_step, sort_window_batches=sort_window_batches)
   else:
-    batches = _in_memory_batches(_load_reviews(_serialized_reviews(files, record_shard)(),
+    batches = _in_memory_batches(_load_reviews(_serialized_chunks(files, record_shard)(),
                                                _parser(max_length, keep)),
                                  per_replica_batch_size, training, replicas, seed, start_step,
                                  sort_window_batches)
@@ -141,15 +146,20 @@ def _in_memory_batches(reviews, per_replica_batch_size, training, replicas, seed
     reviews = reviews.cache()
 
   def padded_batches(tokens, labels):
-    """The batches of the reviews of this pipeline, gathered and padded in parallel."""
+    """The batches of the reviews of this pipeline; windows are gathered in parallel."""
+    lengths = tokens.row_lengths()
     if training:
-      indices = _training_batch_indices(tf.size(labels, out_type=tf.int64), tokens.row_lengths(),
-                                        per_replica_batch_size, replicas, seed, start_step,
-                                        sort_window_batches)
+      windows, skipped_batches = _training_windows(
+          tf.size(labels, out_type=tf.int64), lengths, per_replica_batch_size, replicas, seed,
+          start_step, sort_window_batches)
     else:
-      indices = _evaluation_batch_indices(tokens.row_lengths(), per_replica_batch_size)
-    return indices.map(lambda batch: batching.gather_padded(tokens, labels, batch),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      windows = tf.data.Dataset.from_tensors(tf.argsort(lengths, stable=True)).rebatch(
+          per_replica_batch_size * sort_window_batches)  # Copies one window at a time.
+      skipped_batches = 0
+    return (windows.map(lambda order: batching.in_order(tokens, labels, order),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .flat_map(lambda *window: batching.padded_batches(*window, per_replica_batch_size))
+            .skip(skipped_batches))
 
   return reviews.flat_map(padded_batches)
 
@@ -198,40 +208,35 @@ def _files_for_this_pipeline(files, input_context):
   return files, (count, index)
 
 
-def _serialized_reviews(files, record_shard):
-  """This pipeline's serialized reviews, as a function of two seeds.
+def _serialized_chunks(files, record_shard):
+  """This pipeline's serialized reviews in chunks, as a function of the order of the files.
 
   Args:
     files, record_shard: from `_files_for_this_pipeline`.
 
   Returns:
-    `reviews(file_order_seed=None, shuffle_seed=None)`: a dataset of serialized reviews, the
-    files in the order of `file_order_seed` (int64[3]) and the reviews shuffled in blocks by
-    `shuffle_seed` (int64[2]) when they are given.
+    `chunks(file_order_seed=None)`: a dataset of string[at most `_READ_CHUNK`], consecutive
+    reviews of one file; up to `_MAX_PARALLEL_READS` files are read at a time, their chunks
+    taken in turn. The files are in the order of `file_order_seed` (int64[3]) when it is given.
   """
-  def reviews(file_order_seed=None, shuffle_seed=None):
-    """The serialized reviews (see above)."""
+  def read(path):
+    """One file's chunks (its share of them with `record_shard`)."""
+    serialized = tf.data.TFRecordDataset(path)
+    if record_shard:
+      serialized = serialized.shard(*record_shard)
+    return serialized.batch(_READ_CHUNK)
+
+  def chunks(file_order_seed=None):
+    """The chunks (see above)."""
     paths = tf.constant(files)
     if file_order_seed is not None:
       paths = tf.gather(paths, batching.stateless_shuffle(
           tf.range(len(files), dtype=tf.int64), len(files) - 1, file_order_seed))
-    serialized = tf.data.TFRecordDataset(
-        paths, num_parallel_reads=min(len(files), _MAX_PARALLEL_READS))
-    if record_shard:
-      serialized = serialized.shard(*record_shard)
-    if shuffle_seed is not None:
-      serialized = serialized.batch(_STREAM_SHUFFLE_BUFFER).enumerate().map(
-          lambda block_index, block: _shuffled_block(block, tf.concat(
-              [shuffle_seed, [block_index]], axis=0))).unbatch()
-    return serialized
+    return tf.data.Dataset.from_tensor_slices(paths).interleave(
+        read, cycle_length=min(len(files), _MAX_PARALLEL_READS),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-  return reviews
-
-
-def _shuffled_block(block, seed):
-  """The reviews of `block` (string[n]) in the order of a permutation fixed by seed int64[3]."""
-  size = tf.size(block, tf.int64)
-  return tf.gather(block, batching.stateless_shuffle(tf.range(size), size - 1, seed))
+  return chunks
 
 
 def _parser(max_length, keep):
@@ -242,15 +247,15 @@ def _parser(max_length, keep):
   def parse(serialized):
     """Parses, truncates and drops empty reviews."""
     tokens, labels = records.parse(serialized)
-    tokens = text.truncate(tokens, max_length, keep)
-    not_empty = tokens.row_lengths() > 0
-    return tf.ragged.boolean_mask(tokens, not_empty), tf.boolean_mask(labels, not_empty)
+    not_empty = tf.where(tokens.row_lengths() > 0)[:, 0]
+    return (batching.truncated_rows(tokens, not_empty, max_length, keep),
+            tf.gather(labels, not_empty))
 
   return parse
 
 
-def _load_reviews(serialized, parse):
-  """Reads the reviews of the dataset `serialized` into one element, parsed by `parse`.
+def _load_reviews(chunks, parse):
+  """Reads the reviews of the dataset of serialized `chunks` into one element, parsed by `parse`.
 
   Returns:
     A dataset of one element (tokens, labels): RaggedTensor int32[reviews, (time)] and
@@ -261,15 +266,18 @@ def _load_reviews(serialized, parse):
     tokens, labels = parse(chunk)
     return tokens.flat_values, tokens.row_lengths(), labels
 
-  def concatenate(state, chunk):
-    """Appends a chunk's tensors to the accumulated ones."""
-    return tuple(tf.concat([total, part], axis=0) for total, part in zip(state, chunk))
+  def append(arrays, chunk):
+    """Appends a chunk's tensors to the arrays of all chunks."""
+    return tuple(array.write(array.size(), part) for array, part in zip(arrays, chunk))
 
   def load_all(_):
-    """Reads every chunk and returns them as one element."""
-    empty = (tf.zeros([0], tf.int32), tf.zeros([0], tf.int64), tf.zeros([0], tf.int32))
-    values, row_lengths, labels = serialized.batch(_READ_CHUNK).map(parse_chunk).reduce(
-        empty, concatenate)
+    """Parses the chunks in parallel and joins them into one element."""
+    arrays = tuple(tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=False,
+                                  element_shape=[None])
+                   for dtype in (tf.int32, tf.int64, tf.int32))
+    values, row_lengths, labels = (array.concat() for array in chunks.map(
+        parse_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).reduce(
+            arrays, append))
     tf.debugging.assert_positive(
         tf.size(labels), message="This input pipeline got no reviews: its files are empty or "
         "there are more input pipelines than reviews.")
@@ -279,19 +287,22 @@ def _load_reviews(serialized, parse):
   return tf.data.Dataset.from_tensors(0).flat_map(load_all)
 
 
-def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, start_step,
-                            sort_window_batches):
-  """Endless length-bucketed batches of the stream described in the module docstring.
+def _training_windows(num_reviews, lengths, batch_size, replicas, seed, start_step,
+                      sort_window_batches):
+  """Endless length-bucketed windows of the stream described in the module docstring.
 
   Args:
     num_reviews: int64 scalar, N.
     lengths: int64[N], the length of each review.
     batch_size: reviews per replica.
-    replicas: replicas fed by this pipeline; each step takes `replicas` consecutive elements.
+    replicas: replicas fed by this pipeline; each step takes `replicas` consecutive batches.
     seed, start_step, sort_window_batches: as in `make_dataset`.
 
   Returns:
-    A dataset of int64[batch_size] review indices, one element per replica and step.
+    (windows, skipped): a dataset of windows, each int64[steps * replicas * batch_size], the
+    review indices of its per-replica batches one after the other (`replicas` consecutive ones
+    per step), from the window of `start_step` on; and how many batches of the first window
+    come before `start_step`.
   """
   step_size = batch_size * replicas
   window_steps, one_order = _window_steps(num_reviews, step_size, sort_window_batches)
@@ -329,19 +340,14 @@ def _training_batch_indices(num_reviews, lengths, batch_size, replicas, seed, st
                     permutation(index, epoch))
 
   def window_batches(window):
-    """Review indices of a window's per-replica batches, int64[steps * replicas, batch]."""
+    """Review indices of a window's per-replica batches, one after the other."""
     review = window_reviews(window * window_size + tf.range(window_size, dtype=tf.int64))
-    review = tf.gather(review, tf.argsort(tf.gather(lengths, review), stable=True))
-    steps = tf.reshape(review, [window_steps, step_size])
-    step_order = batching.stateless_shuffle(tf.range(window_steps), window_steps - 1,
-                                    tf.stack([tf.constant(seed, tf.int64), window,
-                                              tf.constant(_BATCH_ORDER_SALT, tf.int64)]))
-    return tf.reshape(tf.gather(steps, step_order), [window_steps * replicas, batch_size])
+    return tf.gather(review, batching.bucketed_order(
+        tf.gather(lengths, review), step_size,
+        tf.stack([tf.constant(seed, tf.int64), window, tf.constant(_BATCH_ORDER_SALT, tf.int64)])))
 
-  return (tf.data.Dataset.range(start_step // window_steps, tf.int64.max)
-          .map(window_batches)
-          .unbatch()
-          .skip(start_step % window_steps * replicas))
+  return (tf.data.Dataset.range(start_step // window_steps, tf.int64.max).map(window_batches),
+          start_step % window_steps * replicas)
 
 
 def _window_steps(num_reviews, step_size, sort_window_batches):
@@ -351,12 +357,3 @@ def _window_steps(num_reviews, step_size, sort_window_batches):
   window_steps = tf.where(too_big, tf.constant(sort_window_batches, tf.int64),
                           tf.clip_by_value(fitting, 1, sort_window_batches))
   return window_steps, (fitting == 0) & (step_size < num_reviews)
-
-
-def _evaluation_batch_indices(lengths, batch_size):
-  """Every review once, sorted by length, in batches (the last one possibly smaller).
-
-  Returns:
-    A dataset of int64[batch] review indices, one element per batch.
-  """
-  return tf.data.Dataset.from_tensor_slices(tf.argsort(lengths, stable=True)).batch(batch_size)

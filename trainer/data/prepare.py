@@ -5,16 +5,16 @@ The output (a local path or gs:// URI) holds `{train,validation,test}-NNNNN-of-N
 whole movies at a time; test is the official test split. The vocabulary comes from the train
 split only.
 
-A first pass over the source (here) checksums the reviews and counts them per movie, which picks
-the validation movies; the Apache Beam pipeline of `beam_pipeline` then does the work, on the
-DirectRunner or on many machines (DataflowRunner).
+A survey of the source (`survey`: made by the tarball's reader while it reads, else a pass here)
+checksums the reviews and counts them per movie, which picks the validation movies; the Apache
+Beam pipeline of `beam_pipeline` then does the work, on the DirectRunner or on many machines
+(DataflowRunner).
 
 The output is complete exactly when metadata.json exists: it is written last. Preparing again
 with the same source and options does nothing; a different existing dataset is kept unless
 `overwrite`; files this module did not write are never deleted.
 """
 
-import collections
 import dataclasses
 import hashlib
 import json
@@ -25,50 +25,12 @@ import tensorflow as tf
 from trainer.config import DataConfig
 from trainer.data import beam_pipeline
 from trainer.data import prepared_dataset
+from trainer.data import survey
 from trainer.data import text
 from trainer.errors import UserInputError
 from trainer import storage
 
 _FINGERPRINT_CHARACTERS = 16  # Of a dataset's fingerprint, naming its folder in a cache.
-_CHECKSUM_MODULUS = 2 ** 256
-
-
-@dataclasses.dataclass(frozen=True)
-class Survey:
-  """What one pass over a corpus tells before preparing it."""
-  content_sha256: str
-  train_group_sizes: dict  # Official train reviews per group (`beam_pipeline.review_group`).
-  test_reviews: int
-
-
-def _review_digest(review):
-  """A review's own sha256 (name, label, rating, movie and text), as an integer."""
-  header = f"{review.name}\t{review.label}\t{review.rating}\t{review.movie}\t{len(review.text)}\n"
-  return int.from_bytes(hashlib.sha256(header.encode("utf-8") + review.text).digest(), "big")
-
-
-def survey(reviews):
-  """Reads the reviews once: their checksum and how many there are per movie.
-
-  The checksum is of the reviews themselves, whatever their container and order: a sum of the
-  reviews' own sha256 values (a multiset hash), hashed with their number.
-  """
-  total, count, test = 0, 0, 0
-  groups = collections.Counter()
-  for review in reviews:
-    total = (total + _review_digest(review)) % _CHECKSUM_MODULUS
-    count += 1
-    if review.split == "test":
-      test += 1
-    else:
-      groups[beam_pipeline.review_group(review)] += 1
-  checksum = hashlib.sha256(f"{count}:{total:064x}".encode()).hexdigest()
-  return Survey(checksum, dict(groups), test)
-
-
-def content_sha256(reviews):
-  """A checksum of the labelled reviews themselves, whatever their container or order."""
-  return survey(reviews).content_sha256
 
 
 def validation_groups(group_sizes, fraction, seed):
@@ -171,7 +133,7 @@ def prepare(corpus, output_dir, options=DataConfig(), overwrite=False, pipeline_
     The dataset's metadata (also written to `output_dir`/metadata.json).
   """
   options.check()
-  facts = survey(corpus.reviews)
+  facts = survey.survey_corpus(corpus)
   fingerprint_ = fingerprint(facts.content_sha256, options)
   existing = _clear_output_dir(output_dir, fingerprint_, overwrite)
   if existing:
@@ -237,7 +199,8 @@ def prepare_unless_present(read_corpus, output_dir, options):
 
 def cache_folder(corpus, data_cache, options):
   """The folder of `<data_cache>` that holds (or will hold) `corpus` prepared with `options`."""
-  folder = fingerprint(content_sha256(corpus.reviews), options)[:_FINGERPRINT_CHARACTERS]
+  folder = fingerprint(survey.survey_corpus(corpus).content_sha256,
+                       options)[:_FINGERPRINT_CHARACTERS]
   return storage.join(data_cache, folder)
 
 

@@ -14,6 +14,7 @@ from trainer import storage
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 VOCABULARY_FILE = "vocab.txt"
+STAGED_FILE = "staged-reviews.tfrecord"  # Temporary names of it hold prepare's normalized reviews.
 SPLITS = ("train", "validation", "test")
 _SHARD_FILE = re.compile(r"^(train|validation|test)-\d{5}-of-\d{5}\.tfrecord$")
 
@@ -26,7 +27,7 @@ def shard_file_name(split, index, count):
 def is_dataset_file(name):
   """Whether a file name is one that `prepare` writes (or a leftover temporary of one)."""
   name = storage.final_name(name)
-  return name in (METADATA_FILE, VOCABULARY_FILE) or bool(_SHARD_FILE.match(name))
+  return name in (METADATA_FILE, VOCABULARY_FILE, STAGED_FILE) or bool(_SHARD_FILE.match(name))
 
 
 def _how_to_prepare(data_dir):

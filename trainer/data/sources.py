@@ -3,8 +3,9 @@
 Each reader returns a `Corpus`: the labelled reviews of the official train and test splits, each
 with the movie it is about when the source says so, and a description of where it came from.
 The tarball and the folder are streamed: `Corpus.reviews` reads the source again at each pass,
-so memory does not grow with the number of reviews (a first pass reads only the urls files and
-checks the layout). TFDS `imdb_reviews` is held in memory.
+so memory does not grow with the number of reviews (a first pass reads the urls files and checks
+the layout; the tarball's also surveys the reviews, see `survey`). TFDS `imdb_reviews` is held
+in memory.
 """
 
 import collections
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from trainer.config import option
 from trainer.config import Options
+from trainer.data import survey as survey_lib
 from trainer.errors import UserInputError
 from trainer import storage
 
@@ -60,22 +62,23 @@ class Corpus:
   """All labelled reviews of a source and what identifies the source."""
   reviews: collections.abc.Collection  # Of Review: a list, or a `ReviewStream` (re-iterable).
   source: dict  # kind, location and, for files, their sha256.
+  survey: survey_lib.Survey | None = None  # When the reader surveyed the reviews while reading.
 
 
 class ReviewStream:
   """The reviews of a tarball or folder, read again at every iteration; picklable for Beam."""
 
-  def __init__(self, read_reviews, location, count, movies):
-    """Streams `read_reviews(location)` with each review's movie looked up in `movies`.
+  def __init__(self, read_files, location, count, movies):
+    """Streams the reviews of `read_files(location)`, each with its movie from `movies`.
 
     Args:
-      read_reviews: module-level generator function of a location, yielding Reviews without
-        movies.
+      read_files: module-level function of a location, yielding (aclImdb path, content) of
+        each review file.
       location: the tarball path or the aclImdb folder.
       count: how many reviews it yields.
       movies: dict (split, label) -> list, line i = movie of review id i (urls_*.txt).
     """
-    self._read_reviews = read_reviews
+    self._read_files = read_files
     self._location = location
     self._count = count
     # One string per urls file: pickled (to Beam's workers) at the speed of a copy.
@@ -88,12 +91,8 @@ class ReviewStream:
   def __iter__(self):
     """Reads the source and yields its Reviews, each with its movie when known."""
     movie_lists = {key: ids.split("\n") for key, ids in self._movies.items()}
-    for review in self._read_reviews(self._location):
-      movies = movie_lists.get((review.split, review.label), ())
-      review_id = int(review.name.rsplit("/", 1)[1].split("_")[0])
-      if review_id < len(movies):
-        review = dataclasses.replace(review, movie=movies[review_id])
-      yield review
+    for name, text in self._read_files(self._location):
+      yield _review_from_path(name, text, movie_lists)
 
 
 def sha256_of_file(path):
@@ -143,14 +142,19 @@ def read(input_path, tfds_data_dir=None, download_dir=None, download_url=CANONIC
 # --- aclImdb layout: shared by the tarball and the folder readers.
 
 
-def _review_from_path(path, text):
-  """Returns a Review for an aclImdb review path, or None for any other file."""
-  match = _REVIEW_PATH.search(path)
-  if not match:
-    return None
-  split, label, review_id, rating = match.groups()
-  return Review(split=split, label=LABELS.index(label), text=text,
-                name=f"{split}/{label}/{review_id}_{rating}.txt", rating=int(rating))
+def _review_from_path(path, text, movie_lists=None):
+  """Returns a Review for an aclImdb review path, with its movie when `movie_lists` has it.
+
+  Args:
+    path: the file's path, ending in aclImdb/<split>/<pos|neg>/<id>_<rating>.txt.
+    text: its content.
+    movie_lists: dict (split, label) -> movie of each review id (urls files), or None.
+  """
+  split, label, review_id, rating = _REVIEW_PATH.search(path).groups()
+  label = LABELS.index(label)
+  name = f"{split}/{LABELS[label]}/{review_id}_{rating}.txt"
+  return Review(split=split, label=label, text=text, name=name, rating=int(rating),
+                movie=_movie_of(movie_lists, split, label, name) if movie_lists else None)
 
 
 def _movie_ids(urls_text):
@@ -160,6 +164,13 @@ def _movie_ids(urls_text):
     match = _MOVIE_ID.search(url)
     movies.append(sys.intern(match.group(1) if match else url.strip()))  # One copy per movie.
   return movies
+
+
+def _movie_of(movie_lists, split, label, name):
+  """The movie of review `name` of folder (split, label): its urls file's line <id>, or None."""
+  movies = movie_lists.get((split, label), ())
+  review_id = int(name.rsplit("/", 1)[1].split("_")[0])
+  return movies[review_id] if review_id < len(movies) else None
 
 
 def _check_layout(counts, urls, where):
@@ -207,26 +218,34 @@ def _tar_files(path, wanted):
         "aclImdb folder.") from e
 
 
-def _tarball_reviews(path):
-  """Yields the reviews of an aclImdb tarball in archive order, without movies."""
-  for name, content in _tar_files(path, _REVIEW_PATH.search):
-    yield _review_from_path(name, content)
+def _tarball_review_files(path):
+  """Yields (path, content) of the reviews of an aclImdb tarball, in archive order."""
+  return _tar_files(path, _REVIEW_PATH.search)
 
 
 def read_tarball(path):
-  """Reads the aclImdb tarball (local or gs://): one pass for the urls files and the layout."""
-  counts, urls = collections.Counter(), {}
+  """Reads the aclImdb tarball (local or gs://) in one pass: urls files, layout and survey.
+
+  The survey's movies are added after the pass: the urls files come after the reviews.
+  """
+  counts, urls, surveyor, names = collections.Counter(), {}, survey_lib.Surveyor(), []
   for name, content in _tar_files(path, lambda name: _REVIEW_PATH.search(name) or
                                   _urls_key(name)):
     if _urls_key(name):
       urls[_urls_key(name)] = _movie_ids(content)
     else:
-      match = _REVIEW_PATH.search(name)
-      counts[(match.group(1), LABELS.index(match.group(2)))] += 1
+      review = _review_from_path(name, content)
+      counts[(review.split, review.label)] += 1
+      surveyor.add_content(review)
+      names.append(review.name)
   _check_layout(counts, urls, path)
+  for name in names:
+    split, label, _ = name.split("/")
+    label = LABELS.index(label)
+    surveyor.add_movie(split, name, _movie_of(urls, split, label, name))
   source = {"kind": "aclimdb_tarball", "path": path, "sha256": sha256_of_file(path)}
-  return Corpus(reviews=ReviewStream(_tarball_reviews, path, sum(counts.values()), urls),
-                source=source)
+  return Corpus(reviews=ReviewStream(_tarball_review_files, path, sum(counts.values()), urls),
+                source=source, survey=surveyor.survey())
 
 
 def _find_aclimdb_root(path):
@@ -256,11 +275,11 @@ def _review_files(root):
   return files
 
 
-def _directory_reviews(root):
-  """Yields the reviews of an extracted aclImdb folder in name order, without movies."""
+def _directory_review_files(root):
+  """Yields (aclImdb-relative path, content) of the reviews of an aclImdb folder, by name."""
   for name, path in _review_files(root):
     with open(path, "rb") as f:
-      yield _review_from_path(name, f.read())
+      yield name, f.read()
 
 
 def read_directory(path):
@@ -281,7 +300,7 @@ def read_directory(path):
           urls[(split, label_index)] = _movie_ids(f.read())
   _check_layout(counts, urls, root)
   source = {"kind": "aclimdb_directory", "path": os.path.abspath(root)}
-  return Corpus(reviews=ReviewStream(_directory_reviews, root, sum(counts.values()), urls),
+  return Corpus(reviews=ReviewStream(_directory_review_files, root, sum(counts.values()), urls),
                 source=source)
 
 
