@@ -31,5 +31,7 @@ setuptools.setup(
             "jsonschema==4.26.0",
             "referencing==0.37.0",
         ],
+        # TensorBoard's Profile dashboard for --profile_steps traces (not needed to train).
+        "profile": ["tensorboard-plugin-profile==2.21.6"],
     },
 )

@@ -11,9 +11,9 @@ import time
 from absl import flags
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPOSITORY)  # The generator of IMDB-like reviews lives with the tests.
-from tests import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+sys.path.insert(0, REPOSITORY)  # The trainer package, run from a checkout.
 from trainer import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer.testing import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
 DEFAULT_DATA = os.path.normpath(
     os.path.join(REPOSITORY, "..", "shared", "data", "aclImdb_v1_labeled.tar.gz"))
 
@@ -28,9 +28,14 @@ def tarball_or_generated(tarball, workdir):
       os.path.join(workdir, "generated_aclImdb.tar.gz"))
 
 
-def define_data_flags():
-  """--data (a tarball) and --data_dir (a prepared dataset), for benchmarks that train."""
+def define_tarball_flag():
+  """--data, the tarball that `prepared_data_dir` prepares when --data_dir is not given."""
   flags.DEFINE_string("data", DEFAULT_DATA, "aclImdb tarball; generated when missing.")
+
+
+def define_data_flags():
+  """--data (a tarball) and --data_dir (a prepared dataset), for benchmarks without config flags."""
+  define_tarball_flag()
   flags.DEFINE_string("data_dir", None, "An already prepared dataset (skips --data).")
 
 

@@ -24,6 +24,7 @@ from absl import flags
 import tensorflow as tf
 
 import common
+from trainer.config import InputConfig
 from trainer.data import input_pipeline
 from trainer.data import prepared_dataset
 from trainer.data import records
@@ -90,10 +91,10 @@ def main(argv):
       "padded_batch": padded_batch_pipeline(files, batch, max_length),
       "bucket_by_sequence_length": bucket_by_sequence_length_pipeline(
           files, batch, max_length, FLAGS.bucket_width),
-      "ours": input_pipeline.make_dataset(files, batch, training=True, max_length=max_length,
-                                          input_cache="memory"),
-      "ours_stream": input_pipeline.make_dataset(files, batch, training=True,
-                                                 max_length=max_length, input_cache="stream"),
+      "ours": input_pipeline.make_dataset(
+          files, batch, InputConfig(max_length=max_length, input_cache="memory"), training=True),
+      "ours_stream": input_pipeline.make_dataset(
+          files, batch, InputConfig(max_length=max_length, input_cache="stream"), training=True),
   }
   print(f"train split: {metadata['splits']['train']['examples']} reviews; batch {batch}, "
         f"max_length {max_length}; prepare took {results.get('prepare_seconds', '-')} s")

@@ -32,7 +32,7 @@ from absl import flags
 import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", common.DEFAULT_DATA, "aclImdb tarball; generated when missing.")
+common.define_tarball_flag()
 flags.DEFINE_list("scales", ["1", "4", "16"], "Copies of the corpus to measure.")
 flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "scale_benchmark"),
                     "Where the scaled tarballs and the prepared datasets go (tarballs are kept).")
@@ -170,13 +170,14 @@ def measure_epoch(data_dir, input_cache):
 
   Timed from the start, so the memory mode's loading and the stream's counting are included.
   """
+  from trainer.config import InputConfig  # pylint: disable=g-import-not-at-top
   from trainer.data import input_pipeline  # pylint: disable=g-import-not-at-top
   from trainer.data import prepared_dataset  # pylint: disable=g-import-not-at-top
   metadata = prepared_dataset.load_metadata(data_dir)
   batches = metadata["splits"]["train"]["examples"] // FLAGS.per_replica_batch_size
   dataset = input_pipeline.make_dataset(
       prepared_dataset.split_files(data_dir, "train", metadata), FLAGS.per_replica_batch_size,
-      training=True, max_length=FLAGS.max_length, input_cache=input_cache)
+      InputConfig(max_length=FLAGS.max_length, input_cache=input_cache), training=True)
   return common.consume_in_graph(dataset, warmup_batches=0, timed_batches=batches)
 
 

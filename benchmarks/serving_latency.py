@@ -1,7 +1,7 @@
 r"""What the serving gate measures for a preset's export on this machine: latency and throughput.
 
   python benchmarks/serving_latency.py [--preset=default] [--data_dir=/tmp/imdb_prepared] \
-      [--repeats=3]
+      [--repeats=3] [any config flag]
 
 Exports a model of the preset's architecture (seeded random weights: serving time depends on the
 shapes, not on the values) with the vocabulary of --data_dir (or placeholder words of the
@@ -20,15 +20,14 @@ from absl import flags
 import keras
 
 import common
-from trainer import config as config_lib
+from trainer import cli
 from trainer.data import text
+from trainer.modeling import model as model_lib
 from trainer.serving import export
 from trainer.serving import serving_gate
-from trainer.training import model as model_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "default", "The preset whose architecture is served.")
-flags.DEFINE_string("data_dir", None, "A prepared dataset whose vocabulary the export uses.")
+cli.define_config_flags()  # --data_dir: a prepared dataset whose vocabulary the export uses.
 flags.DEFINE_integer("repeats", 3, "Serving-gate runs, each in a fresh process.")
 
 
@@ -42,7 +41,7 @@ def vocabulary(config):
 def main(argv):
   """Exports, runs the gate, prints and writes the result."""
   del argv
-  config = config_lib.get_preset(FLAGS.preset)
+  config = cli.config_from_flags()
   keras.utils.set_random_seed(0)
   weights = model_lib.build_model(config).get_weights()
   with tempfile.TemporaryDirectory(prefix="serving_latency_") as workdir:

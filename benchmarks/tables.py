@@ -1,21 +1,27 @@
-r"""Writes the benchmark tables of README.md and docs/ from the result files of benchmarks/results/.
+r"""Writes the tables of README.md and docs/ from their sources: result files and the config.
 
   python benchmarks/tables.py [--check]
 
 Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in a Markdown file and
-is replaced by the table made from its result file, with the file named under it, so every
-published number traces to a file a benchmark command wrote. A table whose result file is
-missing is left as it is. --check only reports the tables that are out of date (exit code 1).
+is replaced by the table made from its source: a result file of benchmarks/results/ (named under
+the table, so every published number traces to a file a benchmark command wrote), or the fields
+of trainer/config.py (the config table, so the docs list every field with its default). A table
+whose result file is missing is left as it is. --check only reports the tables that are out of
+date (exit code 1).
 """
 
+import dataclasses
 import json
 import os
 import re
 import sys
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY)  # The trainer package, run from a checkout.
+from trainer import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 RESULTS = os.path.join(REPOSITORY, "benchmarks", "results")
-DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/data.md", "docs/scaling.md")
+DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/data.md", "docs/scaling.md",
+             "docs/training.md")
 
 
 def _load(name):
@@ -34,10 +40,11 @@ def _source(name, result):
   return f"\nFrom `benchmarks/results/{name}` ({facts})."
 
 
-def _rows(header, rows):
-  """A Markdown table."""
+def _rows(header, rows, numbers=True):
+  """A Markdown table; with `numbers`, the columns after the first are right-aligned."""
   lines = ["| " + " | ".join(header) + " |",
-           "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
+           "| " + " | ".join("---" if i == 0 or not numbers else "---:"
+                             for i in range(len(header))) + " |"]
   lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
   return "\n".join(lines)
 
@@ -122,7 +129,30 @@ def accuracy_table():
                 "wall time", "date", "file"), rows)
 
 
+def _default_text(value):
+  """A field's default as its flag takes it."""
+  if isinstance(value, tuple):
+    return ",".join(map(str, value)) or "(none)"
+  return "(unset)" if value is None or value == "" else str(value)
+
+
+def config_table():
+  """Every field of the config: its section, flag, default (the `default` preset), meaning."""
+  rows = []
+  for section in dataclasses.fields(config_lib.Config):
+    for field in dataclasses.fields(section.type):
+      choices = field.metadata.get("choices")
+      meaning = field.metadata["help"] + (f" One of {', '.join(choices)}." if choices else "")
+      rows.append((f"`{section.name}`", f"`--{field.name}`",
+                   f"`{_default_text(field.default)}`",
+                   meaning.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")))
+  return _rows(("section", "flag", "default", "what it is"), rows, numbers=False) + (
+      "\n\nMade from the fields of [trainer/config.py](../trainer/config.py) by "
+      "`python benchmarks/tables.py`.")
+
+
 TABLES = {
+    "config": config_table,
     "accuracy": accuracy_table,
     "input-pipeline-500": lambda: input_pipeline_table(500),
     "input-pipeline-1000": lambda: input_pipeline_table(1000),

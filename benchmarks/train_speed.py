@@ -6,9 +6,9 @@ Ours: the trainer's train step (strategy.run in a tf.function) fed by our length
 pipeline. Keras: `model.fit` on `pad_sequences` arrays of all training reviews padded to
 max_length and shuffled, the way the keras-io example trains. Both train the same
 `build_model(config)` from the same initial weights on the training split; after
---warmup_steps each, they are timed in --rounds alternating rounds of --steps steps (the machine's
+--untimed_steps each, they are timed in --rounds alternating rounds of --steps steps (the machine's
 speed drifts; alternating shows both the same drift); `ratio` is the median of the per-round
-ratios. The last line is JSON.
+ratios. Any config flag of `trainer.train` changes the preset. The last line is JSON.
 """
 
 import json
@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 import common
+from trainer import cli
 from trainer.cluster import strategy as strategy_lib
-from trainer import config as config_lib
 from trainer.data import input_pipeline
 from trainer.data import prepared_dataset
 from trainer.data import records
@@ -32,11 +32,11 @@ from trainer.training import optimization
 from trainer.training import steps as steps_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "seed_notebook", "Preset whose model and global batch are timed.")
-common.define_data_flags()
+cli.define_config_flags()
+common.define_tarball_flag()
 flags.DEFINE_integer("steps", 100, "Timed steps per round for each way.")
 flags.DEFINE_integer("rounds", 5, "Alternating rounds; medians are reported.")
-flags.DEFINE_integer("warmup_steps", 10, "Untimed steps first (tracing, caches).")
+flags.DEFINE_integer("untimed_steps", 10, "Untimed steps first (tracing, caches).")
 
 
 class OursRunner:
@@ -49,14 +49,13 @@ class OursRunner:
     model, optimizer = optimization.build_model_and_optimizer(strategy, config, total_steps, "float32")
     batch = config.training.global_batch_size // strategy.num_replicas_in_sync
     data = strategy.distribute_datasets_from_function(lambda context: input_pipeline.make_dataset(
-        files, batch, training=True, max_length=config.input.max_length, keep=config.input.keep,
-        input_context=context, sort_window_batches=config.input.sort_window_batches))
+        files, batch, config.input, training=True, input_context=context))
     self.global_batch_size = config.training.global_batch_size
     self.step = steps_lib.build_train_step(strategy, model, optimizer, config.training,
                                            data.element_spec)
     self.iterator = iter(data)
     self.steps_done = 0
-    self.measure(FLAGS.warmup_steps)
+    self.measure(FLAGS.untimed_steps)
 
   def measure(self, steps):
     """Examples/s over the next `steps` steps."""
@@ -108,7 +107,7 @@ class KerasFitRunner:
     self.model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=["accuracy"])
-    self.measure(FLAGS.warmup_steps)
+    self.measure(FLAGS.untimed_steps)
 
   def measure(self, steps):
     """Examples/s over `steps` batches of one `fit` call on the whole shuffled training set
@@ -125,9 +124,9 @@ def main(argv):
   workdir = tempfile.mkdtemp(prefix="train_speed_")
   data_dir = common.prepared_data_dir(workdir)
   metadata = prepared_dataset.load_metadata(data_dir)
-  config = config_lib.get_preset(FLAGS.preset)
+  config = cli.config_from_flags()
   files = prepared_dataset.split_files(data_dir, "train", metadata)
-  ours_runner = OursRunner(config, files, FLAGS.warmup_steps + FLAGS.rounds * FLAGS.steps)
+  ours_runner = OursRunner(config, files, FLAGS.untimed_steps + FLAGS.rounds * FLAGS.steps)
   keras_runner = KerasFitRunner(config, files)
   ours_rounds, keras_rounds = [], []
   for _ in range(FLAGS.rounds):  # Alternating, so that both see the same machine state.

@@ -28,11 +28,11 @@ import time
 import traceback
 
 from containers import Container
-from tests import deploy_testing
-from tests import synthetic_imdb
-from tests.test_cluster_training import free_port_prefix
+from trainer.testing.cluster import free_port_prefix
+from trainer.testing import manifests
+from trainer.testing import synthetic_imdb
 
-REPO = deploy_testing.REPO
+REPO = manifests.REPO
 SHARED_TARBALL = REPO.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
 BUCKET_PREFIX = "gs://BUCKET/imdb"  # The manifests' storage; runs here use STORAGE instead.
 STORAGE = "/storage"
@@ -122,15 +122,15 @@ class Runs:
 
   def environment(self, objects, template, field_values=None):
     """The rendered container's environment with the bucket swapped for the mounted folder."""
-    environment = deploy_testing.pod_environment(
-        objects, deploy_testing.main_container_of(template), field_values or pod_fields("pod"))
+    environment = manifests.pod_environment(
+        objects, manifests.main_container_of(template), field_values or pod_fields("pod"))
     return {name: value.replace(BUCKET_PREFIX, STORAGE) for name, value in environment.items()}
 
   def start(self, template, environment, network, command=None, binds=(), image=None):
     """Starts one container of `template` (the image and command as given); returns it."""
     self.runs += 1
     name = f"imdb-check-{os.getpid()}-{self.runs}"
-    return Container(deploy_testing.docker_run_command(
+    return Container(manifests.docker_run_command(
         template, environment, image or self.image, name, network,
         binds=[f"{self.storage}:{STORAGE}", *binds], command=command))
 
@@ -151,7 +151,7 @@ class Runs:
     The workers' addresses (TRAINER_WORKER_ADDRESS_TEMPLATE) become free loopback ports, the
     GPUs they must see 0; each worker gets JOB_COMPLETION_INDEX as an Indexed Job's pod does.
     """
-    (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+    (template,) = manifests.pod_templates_of(manifests.workload_of(objects))
     environment = self.environment(objects, template, field_values)
     if "TRAINER_REQUIRE_GPUS" in environment:
       environment["TRAINER_REQUIRE_GPUS"] = "0"  # No GPU here (check_cuda_libraries tests 4).
@@ -159,7 +159,7 @@ class Runs:
     if "TRAINER_WORKER_ADDRESS_TEMPLATE" in environment:
       environment["TRAINER_WORKER_ADDRESS_TEMPLATE"] = (
           f"127.0.0.1:{free_port_prefix(workers)}{{index}}")
-    container = deploy_testing.main_container_of(template)
+    container = manifests.main_container_of(template)
     command = container["command"] + container.get("args", []) + list(extra_args)
     return [self.start(template, {**environment, "JOB_COMPLETION_INDEX": str(index)}, "host",
                        command=command) for index in range(workers)]
@@ -188,7 +188,7 @@ def final_weights(logs):
 
 def render(overlay):
   """The objects of a k8s/overlays/ folder, rendered by kubectl kustomize."""
-  return deploy_testing.kustomize(REPO / "k8s" / "overlays" / overlay)
+  return manifests.kustomize(REPO / "k8s" / "overlays" / overlay)
 
 
 def pod_fields(run_id):
@@ -205,7 +205,7 @@ def pod_fields(run_id):
 def check_commands(runs, tarball):
   """The image's commands in the prepare overlay's locked-down pod, on the full tarball."""
   objects = render("prepare")
-  (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+  (template,) = manifests.pod_templates_of(manifests.workload_of(objects))
   environment = runs.environment(objects, template)
   tarball_bind = [f"{tarball}:/input/aclImdb.tar.gz:ro"]
   python = ["python", "-m"]
@@ -227,7 +227,7 @@ def check_commands(runs, tarball):
 def check_cuda_libraries(runs, base_image):
   """docker/check_cuda_libraries.py passes in the image, fails in its base; GPUs are checked."""
   objects = render("single-host")
-  (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+  (template,) = manifests.pod_templates_of(manifests.workload_of(objects))
   environment = runs.environment(objects, template)
   binds = [f"{REPO / 'docker'}:/checks:ro", f"{REPO / 'trainer'}:/opt/checks-src/trainer:ro"]
   command = ["python", "/checks/check_cuda_libraries.py"]
@@ -254,7 +254,7 @@ def check_cuda_libraries(runs, base_image):
 def check_prepare_pod(runs, tarball):
   """The prepare Job's pod prepares $(INPUT) (the small tarball) into $(DATA_DIR)."""
   objects = render("prepare")
-  (template,) = deploy_testing.pod_templates_of(deploy_testing.workload_of(objects))
+  (template,) = manifests.pod_templates_of(manifests.workload_of(objects))
   environment = runs.environment(objects, template)
   shutil.copyfile(tarball, environment["INPUT"].replace(STORAGE, str(runs.storage)))
   runs.run(template, environment, "none")

@@ -7,10 +7,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from tests import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer.config import DataConfig  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer.data import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer.testing import synthetic_imdb  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+
+def pytest_configure(config):
+  """Registers the `slow` marker: the fast loop is `pytest -m "not slow"`."""
+  config.addinivalue_line("markers", "slow: trains, spawns processes or runs Beam (left out of "
+                          "the fast loop, pytest -m 'not slow'; CI runs everything)")
+
 
 # Two logical CPU devices, to test MirroredStrategy without GPUs; set before TensorFlow starts.
 tf.config.set_logical_device_configuration(

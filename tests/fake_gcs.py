@@ -21,11 +21,13 @@ class FakeClient:
   """Stands in for google.cloud.storage.Client: buckets of objects kept in a dict."""
 
   def __init__(self):
-    """An empty store; set `before_write(object_name)` to run code before each write."""
+    """An empty store; set `before_write(object_name)` or `before_delete(object_name)` to run
+    code before each write or delete."""
     self._objects = {}  # (bucket, object name) -> (bytes, generation)
     self._lock = threading.Lock()
     self._generations = itertools.count(1)
     self.before_write = lambda name: None  # Runs outside the lock, to stage races or faults.
+    self.before_delete = lambda name: None
 
   def bucket(self, name):
     """The bucket `name`."""
@@ -67,6 +69,7 @@ class FakeClient:
 
   def delete(self, bucket, name):
     """Deletes an object; NotFound if there is none."""
+    self.before_delete(name)
     with self._lock:
       if self._objects.pop((bucket, name), None) is None:
         raise exceptions.NotFound(f"No such object: {bucket}/{name}")

@@ -73,50 +73,69 @@ def _flag_value(field):
 def options_from_flags(base):
   """`base` (an option dataclass) with the fields given on the command line replaced.
 
+  Fields without a flag in this command keep their value.
+
   Raises:
     UserInputError: naming the flag whose value cannot work.
   """
-  given = {field.name: _flag_value(field) for field in dataclasses.fields(base)}
-  return _checked(dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None}))
-
-
-def _checked(options):
-  """`options` after its `check()`; a ValueError becomes a UserInputError naming the flag."""
+  given = {field.name: _flag_value(field) for field in dataclasses.fields(base)
+           if field.name in FLAGS}
   try:
-    options.check()
-  except ValueError as e:
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+  except ValueError as e:  # The option dataclasses check their values (`config.Options`).
     raise UserInputError(f"--{e}") from e
-  return options
 
 
-def define_run_flags():
-  """Defines the flags of the commands that train: config, source and cluster."""
-  define_config_flags()
-  define_option_flags(sources.SourceOptions)
-  define_option_flags(resolve.ClusterOptions)
+CONFIG_SECTIONS = tuple(section.type for section in dataclasses.fields(config_lib.Config))
+# The flag groups of the commands that train: the whole config, the source and the cluster.
+RUN_FLAG_GROUPS = (*CONFIG_SECTIONS, sources.SourceOptions, resolve.ClusterOptions)
+
+
+def define_flags(groups):
+  """Defines a command's flags: one per field of each option class of `groups`.
+
+  Config sections get the preset's value when unset, so --preset comes with them.
+
+  Args:
+    groups: option dataclasses (`config.Options`), e.g. `(*CONFIG_SECTIONS, TrainOptions)`.
+  """
+  if any(group in CONFIG_SECTIONS for group in groups):
+    flags.DEFINE_enum("preset", "default", config_lib.preset_names(),
+                      "Named configuration to start from (trainer/configs/); every field can be "
+                      "overridden by its flag.")
+  for group in groups:
+    define_option_flags(group, default_note="the preset's value when unset; default preset"
+                        if group in CONFIG_SECTIONS else None)
 
 
 def define_config_flags():
-  """Defines --preset and one flag per field of every Config section."""
-  flags.DEFINE_enum("preset", "default", config_lib.preset_names(),
-                    "Named configuration to start from (trainer/configs/); every field can be "
-                    "overridden by its flag.")
-  for section in dataclasses.fields(config_lib.Config):
-    define_option_flags(section.type, default_note="preset's value if unset; Config default")
+  """Defines --preset and one flag per field of the config (for benchmarks and notebooks)."""
+  define_flags(CONFIG_SECTIONS)
 
 
 def config_from_flags():
-  """The preset named by --preset with the fields given on the command line replaced."""
+  """The preset named by --preset with the fields given on the command line replaced.
+
+  Sections whose fields this command has no flags for keep the preset's values.
+  """
   preset = config_lib.get_preset(FLAGS.preset)
-  return _checked(dataclasses.replace(preset, **{
+  return dataclasses.replace(preset, **{
       section.name: options_from_flags(getattr(preset, section.name))
-      for section in dataclasses.fields(config_lib.Config)}))
+      for section in dataclasses.fields(config_lib.Config)})
 
 
-def strategy_from_flags(config):
-  """The strategy of --strategy and the cluster flags; create it before any other TF op."""
+def given_flags():
+  """{name: value} of the flags given on the command line: what a result was made with."""
+  return {name: FLAGS[name].value for name in sorted(FLAGS) if FLAGS[name].present}
+
+
+def strategy_from_flags(config, trained=False):
+  """The strategy of --strategy and the cluster flags; create it before any other TF op.
+
+  `trained`: the run has its last checkpoint already (see `strategy.build_strategy`).
+  """
   return strategy_lib.build_strategy(config.run.strategy,
-                                     options_from_flags(resolve.ClusterOptions()))
+                                     options_from_flags(resolve.ClusterOptions()), trained)
 
 
 def source_from_flags():
@@ -124,12 +143,24 @@ def source_from_flags():
   return options_from_flags(sources.SourceOptions()).read()
 
 
+def parse_flags(argv):
+  """Parses the command line; a flag error (unknown, bad value, missing) exits with code 2.
+
+  absl's own parser exits with 1, which the manifests retry; a typo must fail at once.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}\nPass --helpfull to see the flags.", file=sys.stderr)
+    sys.exit(errors.USER_ERROR_EXIT_CODE)
+
+
 def run(main, takes_arguments=False):
   """Runs a command's `main()`, or `main(arguments)` if it `takes_arguments`.
 
-  Positional arguments of a command that takes none are refused. A UserInputError exits with
-  one line and code 2; an `errors.JobStopped` with its own code (42 for `Preempted` and
-  `PeerLost`: restart the job).
+  A bad flag, and positional arguments of a command that takes none, are refused. A
+  UserInputError exits with one line and code 2; an `errors.JobStopped` with its own code (42 for
+  `Preempted` and `PeerLost`: restart the job).
   """
 
   def main_reporting_errors(argv):
@@ -148,4 +179,4 @@ def run(main, takes_arguments=False):
       print(str(e), file=sys.stderr)
       sys.exit(e.exit_code)
 
-  app.run(main_reporting_errors)
+  app.run(main_reporting_errors, flags_parser=parse_flags)

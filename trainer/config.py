@@ -1,7 +1,9 @@
 """The run's configuration: typed sections (data, input, model, training, run) and presets.
 
 Every field is a command-line flag of the same name (see `trainer.cli`), so no two sections
-share a field name. Presets are modules of `trainer.configs`, each with `get_config()`.
+share a field name. The defaults are the `default` preset: `Config()` is it. Other presets are
+modules of `trainer.configs`, each with `get_config()`. A section with a value it does not allow
+cannot be made: the constructor raises ValueError naming the field.
 
   config = get_preset("local")
   config = override(config, vocab_size=5000, global_batch_size=64)   # by field name
@@ -11,6 +13,8 @@ share a field name. Presets are modules of `trainer.configs`, each with `get_con
 import dataclasses
 import importlib
 import pkgutil
+
+from trainer.errors import UserInputError
 
 RNN_CHOICES = ("lstm", "gru")
 POOLING_CHOICES = ("last", "max_mean")
@@ -41,7 +45,11 @@ def option(default, help_text, *, choices=None, bound=None, required=False):
 
 
 class Options:
-  """Base of the option dataclasses: `check()` enforces each field's choices and bound."""
+  """Base of the option dataclasses: made only with allowed values (see `check`)."""
+
+  def __post_init__(self):
+    """Checks the values of a new instance (frozen dataclasses call this after __init__)."""
+    self.check()
 
   def check(self):
     """Raises ValueError naming the first field whose value is not allowed."""
@@ -64,7 +72,7 @@ def _check_field(field, value):
 class DataConfig(Options):
   """What `prepare` writes: the vocabulary, the validation split and the shards."""
   vocab_size: int = option(
-      20000, "Words known, <pad> and <unk> included: prepare builds this many; training uses "
+      10000, "Words known, <pad> and <unk> included: prepare builds this many; training uses "
       "the first this many of a prepared dataset (rarer words become <unk>).", bound="positive")
   validation_fraction: float = option(
       0.1, "Share of the training reviews (whole movies) moved to validation.",
@@ -170,9 +178,13 @@ class RunConfig(Options):
                                 bound="positive")
   tuning_metric: str = option("accuracy", "Validation metric reported to a Vertex AI tuning "
                               "job, and that picks the best weights.", choices=METRIC_NAMES)
-  export: str = option("final", "Which weights are tested and exported: the final ones, or "
+  export: str = option("best", "Which weights are tested and exported: the final ones, or "
                        "those of the best validation (by --tuning_metric).",
                        choices=EXPORT_CHOICES)
+  max_restarts_without_progress: int = option(
+      5, "Starts in a row at the same checkpoint (no new one saved between them) before the run "
+      "stops for good with exit 2, so that a job restarted again and again ends; 0: no limit.",
+      bound="nonnegative")
   max_nan_recoveries: int = option(3, "Times a NaN/Inf loss is recovered from (back to the last "
                                    "checkpoint, past the offending batches) before the run "
                                    "stops.", bound="nonnegative")
@@ -198,11 +210,6 @@ class Config:
   training: TrainingConfig = TrainingConfig()
   run: RunConfig = RunConfig()
 
-  def check(self):
-    """Raises ValueError naming the first field whose value cannot work."""
-    for section in sections(self):
-      section.check()
-
   def result_identity(self):
     """What the trained weights depend on: all but `run` and prepare's own options.
 
@@ -211,6 +218,19 @@ class Config:
     return {"vocab_size": self.data.vocab_size,
             **{name: dataclasses.asdict(getattr(self, name))
                for name in ("input", "model", "training")}}
+
+
+def per_replica_batch_size(global_batch_size, num_replicas):
+  """The reviews each of `num_replicas` replicas gets of a global batch.
+
+  Raises:
+    UserInputError: unless the global batch divides evenly among them.
+  """
+  if global_batch_size % num_replicas:
+    raise UserInputError(
+        f"--global_batch_size={global_batch_size} does not divide evenly among {num_replicas} "
+        f"replicas; use a multiple of {num_replicas}.")
+  return global_batch_size // num_replicas
 
 
 def flattened(values):

@@ -41,6 +41,8 @@ def main(reviews):
       index += 1
 
 
+FLAG_GROUPS = (PredictOptions,)
+
 if __name__ == "__main__":
-  cli.define_option_flags(PredictOptions)
+  cli.define_flags(FLAG_GROUPS)
   cli.run(main, takes_arguments=True)

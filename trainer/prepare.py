@@ -1,10 +1,11 @@
 r"""Turns IMDB reviews into a vocabulary and sharded TFRecords for training.
 
   python -m trainer.prepare --input=../shared/data/aclImdb_v1_labeled.tar.gz \
-      --output_dir=/tmp/imdb_prepared [--vocab_size=20000 --num_shards=32]
+      --output_dir=/tmp/imdb_prepared [--preset=default] [--vocab_size=... --num_shards=...]
 
 --input is the aclImdb .tar.gz (local or gs://), the extracted aclImdb folder, `tfds`, or empty
-to download the canonical tarball. The data flags are the `data` section of trainer/config.py.
+to download the canonical tarball. The data flags are the `data` section of trainer/config.py,
+starting from the --preset's (the one you will train, so that both agree on the vocabulary).
 The work is `data.prepare.prepare`, an Apache Beam pipeline: on this machine by default, on
 Dataflow with --runner=DataflowRunner --beam_pipeline_options=project=P,region=R,... (docs/data.md).
 """
@@ -41,13 +42,14 @@ class PrepareOptions(Options):
 
 def main():
   """Reads the source named by the flags and prepares the dataset."""
-  data = cli.options_from_flags(DataConfig())
+  data = cli.config_from_flags().data
   options = cli.options_from_flags(PrepareOptions())
   prepare.prepare(cli.source_from_flags(), options.output_dir, data, overwrite=options.overwrite,
                   pipeline_options=options.pipeline_options())
 
 
+FLAG_GROUPS = (DataConfig, sources.SourceOptions, PrepareOptions)
+
 if __name__ == "__main__":
-  for option_class in (sources.SourceOptions, DataConfig, PrepareOptions):
-    cli.define_option_flags(option_class)
+  cli.define_flags(FLAG_GROUPS)
   cli.run(main)

@@ -9,8 +9,8 @@ The candidate and the production model are both scored now on the test split of 
 source flags as in trainer.prepare); see `serving.promote` for the rule and the folder layout.
 The decision is printed as one JSON line. Exit codes: 0 promoted, refused or rolled back;
 2 bad input; 3 regression alert (the candidate is significantly worse than production);
-5 the candidate failed the serving gate. --rollback points production back at the model the
-current one replaced, or at the model named.
+5 the candidate (or the model to roll back to) failed the serving gate. --rollback points
+production back at the model the current one replaced, or at the model named, once it serves.
 """
 
 import dataclasses
@@ -60,7 +60,8 @@ def main():
   """Promotes, refuses or rolls back, and prints the decision as one JSON line."""
   options = cli.options_from_flags(PromoteOptions())
   if FLAGS.rollback is not None:
-    record = promote.rollback(options.production, FLAGS.rollback or None)
+    record = promote.rollback(options.production, FLAGS.rollback or None,
+                              policy=cli.options_from_flags(promote.Policy()))
   elif not options.candidate:
     raise UserInputError("Pass --candidate=<export folder> to promote, or --rollback.")
   else:
@@ -71,9 +72,9 @@ def main():
   promote.raise_alerts(record)
 
 
+FLAG_GROUPS = (PromoteOptions, promote.Policy, sources.SourceOptions)
+
 if __name__ == "__main__":
-  cli.define_option_flags(PromoteOptions)
-  cli.define_option_flags(promote.Policy)
-  cli.define_option_flags(sources.SourceOptions)
+  cli.define_flags(FLAG_GROUPS)
   define_rollback_flag()
   cli.run(main)

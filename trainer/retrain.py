@@ -20,9 +20,10 @@ from trainer.cluster import strategy as strategy_lib
 from trainer.config import option
 from trainer.config import Options
 from trainer.errors import UserInputError
+from trainer.retraining import retrain_lib
 from trainer.serving import promote
 from trainer import storage
-from trainer.training import retrain_lib
+from trainer.training import train_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,20 +42,21 @@ class RetrainOptions(Options):
 def main():
   """Runs the scheduled job with the flags' settings."""
   config = cli.config_from_flags()
-  strategy = cli.strategy_from_flags(config)  # First: MultiWorkerMirroredStrategy needs it.
   options = cli.options_from_flags(RetrainOptions())
+  run_dir = storage.join(options.runs_dir, options.run_name or retrain_lib.default_run_name())
+  # First of all TF: MultiWorkerMirroredStrategy needs it. A trained run needs no cluster.
+  strategy = cli.strategy_from_flags(
+      config, trained=train_lib.training_is_done(run_dir, config.run.max_steps))
   if strategy_lib.num_workers(strategy) > 1 and not options.run_name:
     raise UserInputError("Pass --run_name on a multi-worker job (e.g. the Job's name), so that "
                          "every worker trains in the same run folder.")
-  run_dir = storage.join(options.runs_dir, options.run_name or retrain_lib.default_run_name())
   retrain_lib.retrain(config, cli.source_from_flags(), options.data_cache, run_dir,
                       options.production, cli.options_from_flags(promote.Policy()),
                       cli.options_from_flags(retrain_lib.Gates()), strategy)
 
 
+FLAG_GROUPS = (*cli.RUN_FLAG_GROUPS, RetrainOptions, promote.Policy, retrain_lib.Gates)
+
 if __name__ == "__main__":
-  cli.define_run_flags()
-  cli.define_option_flags(RetrainOptions)
-  cli.define_option_flags(promote.Policy)
-  cli.define_option_flags(retrain_lib.Gates)
+  cli.define_flags(FLAG_GROUPS)
   cli.run(main)

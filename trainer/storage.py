@@ -8,6 +8,7 @@ compare-and-swap (an fcntl lock and a rename locally, a generation precondition 
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -21,10 +22,58 @@ import google.auth.exceptions
 from google.cloud import storage as gcs
 import tensorflow as tf
 
+from trainer import errors
 from trainer.errors import UserInputError
 
 TEMP_MARKER = ".tmp-"
 LOCK_FILE = ".promote.lock"  # Serializes a LocalStore's compare-and-swaps.
+# Storage errors that may pass: GCS down or slow (503, 504, 429), or the retries of TensorFlow's
+# GCS file system used up (it reports ABORTED then). Others (permission, no such bucket, a full
+# local disk) need a person.
+_TRANSIENT_TF_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                        tf.errors.AbortedError)
+_TRANSIENT_ERRNOS = (errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.EAGAIN,
+                     errno.EHOSTUNREACH, errno.ENETUNREACH)
+_TRANSIENT_GCS_ERRORS = (gcs_exceptions.ServiceUnavailable, gcs_exceptions.TooManyRequests,
+                         gcs_exceptions.InternalServerError, gcs_exceptions.GatewayTimeout,
+                         gcs_exceptions.DeadlineExceeded, gcs_exceptions.RetryError)
+STORAGE_ERRORS = (tf.errors.OpError, OSError, gcs_exceptions.GoogleAPIError)
+
+
+def is_transient(error, path):
+  """Whether a storage `error` about `path` may pass by itself (the job should retry)."""
+  if isinstance(error, tf.errors.ResourceExhaustedError):
+    return "://" in path  # A rate limit on GCS; a full disk here.
+  if isinstance(error, OSError):
+    return error.errno in _TRANSIENT_ERRNOS
+  return isinstance(error, _TRANSIENT_TF_ERRORS + _TRANSIENT_GCS_ERRORS)
+
+
+@contextlib.contextmanager
+def reported_failures(path, what, fix):
+  """Inside the block, a storage error about `path` becomes one the mains report in one line.
+
+  Args:
+    path: the local path or URI being read or written.
+    what: what failed, e.g. "Saving the checkpoint of step 8 in gs://b/run/checkpoints".
+    fix: what a person should do when the error will not pass by itself.
+
+  Raises:
+    errors.StorageUnavailable: for an error that may pass (exit 43: the job retries).
+    UserInputError: for one that will not (exit 2).
+    The error itself when it comes from other workers (`errors.from_other_workers`).
+  """
+  try:
+    yield
+  except STORAGE_ERRORS as e:
+    if errors.from_other_workers(e):
+      raise
+    cause = f"{what} failed ({type(e).__name__}: {errors.first_line(e)})"
+    if is_transient(e, path):
+      raise errors.StorageUnavailable(
+          f"{cause}: the storage is unavailable for now. Exiting with code "
+          f"{errors.RETRY_EXIT_CODE} so that the job is retried.") from e
+    raise UserInputError(f"{cause}. {fix}") from e
 
 
 def join(directory, *names):
@@ -79,10 +128,35 @@ def _remove(path):
     tf.io.gfile.remove(path)
 
 
-def relative_files(local_dir):
-  """Names of the files under the local folder `local_dir`, "/"-separated, relative, sorted."""
-  return sorted(os.path.relpath(os.path.join(folder, name), local_dir).replace(os.sep, "/")
-                for folder, _, names in os.walk(local_dir) for name in names)
+def check_writable(folder, flag):
+  """Creates `folder` and writes a file there: fails now, not after an hour, when it cannot.
+
+  Args:
+    folder: a local path or URI.
+    flag: the flag that named it, for the message, e.g. "--workdir".
+
+  Raises:
+    UserInputError: naming the folder, the flag and the error (errors.StorageUnavailable when
+      it may pass).
+  """
+  probe = join(folder, ".write_probe")
+  with reported_failures(folder, f"Writing to {flag}={folder}", "Choose a folder this job can "
+                         "write (a local path or a gs:// bucket it has access to)."):
+    tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("ok")
+    tf.io.gfile.remove(probe)
+
+
+def relative_files(local_dir, last=None):
+  """Names of the files under the local folder `local_dir`, "/"-separated, relative, sorted.
+
+  Files named `last` (a base name) come after all others: copied in this order, a folder whose
+  `last` file is there is whole (an export's saved_model.pb, say).
+  """
+  names = sorted(os.path.relpath(os.path.join(folder, name), local_dir).replace(os.sep, "/")
+                 for folder, _, names in os.walk(local_dir) for name in names)
+  return sorted(names, key=lambda name: name.rsplit("/", 1)[-1] == last)
 
 
 def write_text_atomically(path, text):
@@ -175,8 +249,12 @@ class LocalStore:
       f.flush()
       os.fsync(f.fileno())
 
-  def put_tree(self, local_dir, name):
-    """Copies the local folder `local_dir` to `name`, which appears complete or not at all."""
+  def put_tree(self, local_dir, name, last=None):
+    """Copies the local folder `local_dir` to `name`, which appears complete or not at all.
+
+    (`last` is for object stores: a renamed folder appears whole.)
+    """
+    del last
     with atomic_path(self.location(name)) as temporary_path:
       shutil.copytree(local_dir, temporary_path, copy_function=_copy_and_sync)
 
@@ -262,9 +340,12 @@ class GcsStore:
     self._blob(name).upload_from_string(data, content_type="application/json",
                                         if_generation_match=0)
 
-  def put_tree(self, local_dir, name):
-    """Uploads every file of the local folder `local_dir` under `name`."""
-    for relative in relative_files(local_dir):
+  def put_tree(self, local_dir, name, last=None):
+    """Uploads every file of the local folder `local_dir` under `name`, files named `last` last.
+
+    A copy killed half-way is not whole; with `last` given, it lacks that file.
+    """
+    for relative in relative_files(local_dir, last):
       self._blob(f"{name}/{relative}").upload_from_filename(
           os.path.join(local_dir, *relative.split("/")), if_generation_match=0)
 

@@ -16,10 +16,11 @@ from trainer import cli
 from trainer.cluster import strategy as strategy_lib
 from trainer.config import option
 from trainer.config import Options
+from trainer.data import prepare
 from trainer.data import sources
 from trainer.errors import UserInputError
-from trainer.training import datasets
 from trainer.training import train_lib
+from trainer.training import train_log
 from trainer.training import workdir as workdir_lib
 
 
@@ -33,16 +34,20 @@ class TrainOptions(Options):
 def main():
   """Trains with the configuration given by the flags."""
   config = cli.config_from_flags()
-  strategy = cli.strategy_from_flags(config)  # First: MultiWorkerMirroredStrategy needs it.
   workdir = cli.options_from_flags(TrainOptions()).workdir or workdir_lib.default_workdir()
   if not workdir:
     raise UserInputError("Give --workdir=<output folder> (local or gs://).")
-  config = datasets.with_prepared_data(config, cli.options_from_flags(sources.SourceOptions()),
-                                       workdir, strategy_lib.num_workers(strategy))
-  train_lib.train_and_evaluate(config, workdir, strategy)
+  # First of all TF: MultiWorkerMirroredStrategy needs it. A trained run needs no cluster.
+  strategy = cli.strategy_from_flags(
+      config, trained=train_lib.training_is_done(workdir, config.run.max_steps))
+  config = prepare.prepare_for_run(config, cli.options_from_flags(sources.SourceOptions()).read,
+                                   workdir, strategy_lib.num_workers(strategy))
+  results = train_lib.train_and_evaluate(config, workdir, strategy)
+  print("\n".join(train_log.closing_summary(results, workdir)), flush=True)
 
+
+FLAG_GROUPS = (*cli.RUN_FLAG_GROUPS, TrainOptions)
 
 if __name__ == "__main__":
-  cli.define_run_flags()
-  cli.define_option_flags(TrainOptions)
+  cli.define_flags(FLAG_GROUPS)
   cli.run(main)

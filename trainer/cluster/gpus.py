@@ -49,7 +49,7 @@ def _loaded_path(soname):
   return min(paths, key=len) if paths else None
 
 
-def _cuda_runtime(library, path, build_info):
+def check_cuda_runtime(library, path, build_info):
   """(description, problem or None) of the CUDA runtime at `path` against TensorFlow's build."""
   value = ctypes.c_int()
   library.cudaRuntimeGetVersion(ctypes.byref(value))
@@ -62,7 +62,7 @@ def _cuda_runtime(library, path, build_info):
   return description, None
 
 
-def _cudnn(library, path, build_info):
+def check_cudnn(library, path, build_info):
   """(description, problem or None) of the cuDNN at `path` against TensorFlow's build."""
   library.cudnnGetVersion.restype = ctypes.c_size_t
   found = int(library.cudnnGetVersion())
@@ -75,13 +75,13 @@ def _cudnn(library, path, build_info):
   return description, None
 
 
-_VERSION_CHECKS = {"libcudart.so.12": _cuda_runtime, "libcudnn.so.9": _cudnn}
+_VERSION_CHECKS = {"libcudart.so.12": check_cuda_runtime, "libcudnn.so.9": check_cudnn}
 
 
-def library_report(build_info=None):
+def library_report(build_info=None, libraries=CUDA_LIBRARIES):
   """(lines describing the CUDA libraries this process loads, problems found among them).
 
-  Checks that every library of `CUDA_LIBRARIES` loads, and that the CUDA runtime and cuDNN
+  Checks that every library of `libraries` loads, and that the CUDA runtime and cuDNN
   versions match what TensorFlow was built for (`tf.sysconfig.get_build_info()`).
   """
   build_info = build_info or tf.sysconfig.get_build_info()
@@ -90,7 +90,7 @@ def library_report(build_info=None):
   if not build_info.get("is_cuda_build"):
     return lines, ["this TensorFlow is not a CUDA build: install tensorflow[and-cuda]"]
   problems = []
-  for soname in CUDA_LIBRARIES:
+  for soname in libraries:
     try:
       library = ctypes.CDLL(soname)
     except OSError as e:

@@ -12,8 +12,8 @@ import time
 from absl import logging
 
 from trainer.cluster.resolve import split_address
-from trainer.errors import PEERS_MISSING_EXIT_CODE
 from trainer.errors import PeersMissing
+from trainer.errors import RETRY_EXIT_CODE
 from trainer.errors import UserInputError
 
 _PROBE_SECONDS = 5.0  # Longest wait for one connection attempt.
@@ -110,7 +110,7 @@ def wait_for_peers(cluster, timeout_seconds, poll_seconds=1.0):
             f"{len(pending)} of {cluster.num_workers - 1} peers never answered within "
             f"{timeout_seconds:g} s (--cluster_wait_seconds): {missing}. Check that they run "
             f"and that {cluster.source} gives their right addresses; exiting with code "
-            f"{PEERS_MISSING_EXIT_CODE} so that the job retries (within its backoffLimit).")
+            f"{RETRY_EXIT_CODE} so that the job retries (within its backoffLimit).")
       if now >= next_report:
         logging.info("Still waiting for %d peers: %s.", len(pending), missing)
         next_report = now + _REPORT_EVERY_SECONDS

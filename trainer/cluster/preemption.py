@@ -21,7 +21,6 @@ from absl import logging
 import tensorflow as tf
 
 from trainer.errors import Preempted
-from trainer.errors import UserInputError
 
 
 @contextlib.contextmanager
@@ -69,25 +68,22 @@ class CheckpointOnPreemption:
       self._saved_step = step
       self._handler.save_checkpoint_if_preempted(checkpoint_number=step)
     elif self._received.is_set():
-      save_checkpoint(self._manager, step)
+      self._manager.save(checkpoint_number=step)
       raise Preempted(step)
 
   def _exit(self):
     """The handler saved at the agreed step: leave the training loop."""
     raise Preempted(self._saved_step)
 
+  def stop(self):
+    """Stops watching the other workers: call on every worker once training is done.
 
-def save_checkpoint(manager, step):
-  """Saves a checkpoint numbered `step`; a failed save leaves the previous ones intact.
+    TensorFlow's handler watches the cluster from a thread blocked on the coordination service
+    (hosted by the chief) until it is told to stop, which otherwise happens only when the handler
+    is garbage-collected: a worker that outlives the chief then prints an UnavailableError from
+    that thread. Stopping while every worker is still there ends the thread cleanly. This calls
+    the handler's own (private) stop method; tests/cluster/test_indexed_job.py fails if it goes.
+    """
+    if self._handler:
+      self._handler._stop_cluster_wise_termination_watcher_thread()  # pylint: disable=protected-access
 
-  Raises:
-    UserInputError: saying what happened (disk full, no permission...) and what is kept.
-  """
-  try:
-    manager.save(checkpoint_number=step)
-  except (tf.errors.OpError, OSError) as e:
-    raise UserInputError(
-        f"Could not save the checkpoint of step {step} in {manager.directory} "
-        f"({type(e).__name__}: {e}). The previous checkpoint ({manager.latest_checkpoint}) is "
-        "intact: free disk space or restore write access, then start the job again to resume "
-        "from it.") from e

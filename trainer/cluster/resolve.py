@@ -80,6 +80,13 @@ class Cluster:
     """host:port of this process."""
     return self.spec[self.task_type][self.task_index]
 
+  @property
+  def is_chief(self):
+    """Whether this process is the chief: the "chief" task, else worker 0."""
+    if "chief" in self.spec:
+      return self.task_type == "chief"
+    return self.task_type == "worker" and self.task_index == 0
+
   def tf_config(self):
     """The TF_CONFIG value that describes this cluster and task to TensorFlow."""
     return {"cluster": self.spec, "task": {"type": self.task_type, "index": self.task_index}}

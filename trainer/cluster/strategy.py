@@ -14,10 +14,11 @@ from trainer.cluster import gpus
 from trainer.cluster import peers
 from trainer.cluster import resolve
 from trainer.config import STRATEGY_CHOICES
+from trainer import errors
 from trainer.errors import UserInputError
 
 
-def build_strategy(name="auto", options=resolve.ClusterOptions()):
+def build_strategy(name="auto", options=resolve.ClusterOptions(), trained=False):
   """Creates the strategy named by --strategy, after waiting for the peers of a cluster.
 
   Args:
@@ -25,14 +26,27 @@ def build_strategy(name="auto", options=resolve.ClusterOptions()):
       one_device), "default", "one_device", "mirrored" or "multi_worker".
     options: the cluster given by flags (`ClusterOptions`), how long to wait for it, and the
       GPUs that must be visible.
+    trained: the run has its final checkpoint already, so what is left (test, export, promote)
+      needs no cluster: the chief does it alone, without waiting for peers that may have
+      finished and will not come back (an Indexed Job never reruns an index that succeeded),
+      and another worker has nothing left to do.
 
   Returns:
     A `tf.distribute.Strategy`.
+
+  Raises:
+    errors.NothingLeft: on a worker other than the chief of a trained run.
   """
   if name not in STRATEGY_CHOICES:
     raise UserInputError(f"--strategy={name}: choose one of {STRATEGY_CHOICES}.")
   gpus.check_gpus_visible(options.require_gpus)
   cluster = resolve.resolve_cluster(options)
+  if trained and cluster and cluster.num_workers > 1:
+    if not cluster.is_chief:
+      raise errors.NothingLeft(f"The run is trained already; its chief tests and exports it. "
+                               f"Nothing left for {cluster.task_type} {cluster.task_index}.")
+    logging.info("The run is trained already: finishing it alone, without the other workers.")
+    cluster, name = None, "auto" if name == "multi_worker" else name
   workers = cluster.num_workers if cluster else 1
   if name == "auto":
     if workers > 1:

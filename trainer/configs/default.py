@@ -12,5 +12,5 @@ from trainer import config
 
 
 def get_config():
-  """10k words, up to 1,000 tokens (the last), dropout; exports the best validation weights."""
-  return config.override(config.Config(), vocab_size=10000, export="best")
+  """The library's defaults: `config.Config()` is this preset."""
+  return config.Config()

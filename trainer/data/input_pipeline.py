@@ -1,7 +1,7 @@
 """The tf.data input pipeline: prepared TFRecords -> right-padded, length-bucketed batches.
 
 Each input pipeline (one per worker) reads its share of the shards once (in chunks of
-`_READ_CHUNK` reviews, parsed in parallel), keeps its reviews in memory as one ragged tensor, and
+`read_chunk` reviews, parsed in parallel), keeps its reviews in memory as one ragged tensor, and
 from then on works on whole windows and batches only:
 
 - Training reads an endless stream of examples. Stream position p is position p mod N of
@@ -34,7 +34,7 @@ A worker whose share does not fit in memory streams it instead (`input_cache="st
 "auto" when its files are larger than `memory_budget_bytes`), with the same batch shapes:
 
 - Epoch e reads the pipeline's files in an order fixed by (seed, e), interleaved by chunks of
-  `_READ_CHUNK` reviews, and shuffles each block of `streaming.SHUFFLE_BLOCK` consecutive reviews
+  `read_chunk` reviews, and shuffles each block of `shuffle_block` consecutive reviews
   by a permutation fixed by (seed, e, block): a review's place in the epoch is random within its
   block, not over the whole share.
   (Stateless, unlike `Dataset.shuffle`, whose seed must be a Python number once a global seed is
@@ -53,6 +53,8 @@ Batches are `(tokens, labels)`: int32[batch, time] ids right-padded with 0 (what
 LSTM needs), truncated to `max_length` keeping the `keep` end; no row is all padding.
 """
 
+import dataclasses
+
 from absl import logging
 import tensorflow as tf
 
@@ -62,68 +64,90 @@ from trainer.data import records
 from trainer.data import streaming
 from trainer.data import text
 
-_READ_CHUNK = 1024  # Serialized reviews read (and, when loading, parsed) together.
+READ_CHUNK = 1024  # Serialized reviews read (and, when loading, parsed) together.
 _MAX_PARALLEL_READS = 8
 _EPOCH_SALT = 0  # Third seed word of the per-epoch permutation.
 _BATCH_ORDER_SALT = 1  # Third seed word of the batch order inside a window.
 MEMORY_BUDGET_BYTES = 2 << 30  # "auto" streams a share whose files are larger than this.
 
 
-def make_dataset(files, per_replica_batch_size, *, training, max_length, keep="last", seed=0,
-                 input_context=None, start_step=0, sort_window_batches=64, endless=False,
-                 input_cache="auto", memory_budget_bytes=MEMORY_BUDGET_BYTES):
+def make_dataset(files, per_replica_batch_size, options=config_lib.InputConfig(), *, training,
+                 seed=0, input_context=None, start_step=0, endless=False,
+                 memory_budget_bytes=MEMORY_BUDGET_BYTES, read_chunk=READ_CHUNK,
+                 shuffle_block=streaming.SHUFFLE_BLOCK):
   """Builds the batches one input pipeline feeds to its replicas.
 
   Args:
     files: list of TFRecord paths of one split (see `prepared_dataset.split_files`).
     per_replica_batch_size: reviews per batch.
+    options: a `config.InputConfig`: `max_length` and `keep` (truncation); `sort_window_batches`
+      (training: batches sorted by length together, lowered to fit in half the reviews of the
+      pipeline, see the module docstring; evaluation: batches gathered in memory or sorted
+      when streaming together); `input_cache` ("memory", "stream", or "auto": stream when this
+      pipeline's files are larger than `memory_budget_bytes`).
     training: endless shuffled stream of full batches (True), or each review once (False).
-    max_length: longest sequence kept; longer reviews are truncated.
-    keep: which end of a long review is kept, "last" (as the Keras example) or "first".
     seed: fixes the training order; each (seed, epoch) has its own permutation.
     input_context: `tf.distribute.InputContext` of this pipeline, or None for a single one.
     start_step: training only: the first batch is the one step `start_step` would get.
-    sort_window_batches: training: batches sorted by length together (more: less padding,
-      less randomness in which reviews share a batch), lowered to fit in half the reviews of
-      the pipeline (see the module docstring); evaluation: batches gathered (in memory) or
-      sorted (streaming) together.
     endless: evaluation only: after the reviews, yield filler batches of `per_replica_batch_size`
       reviews with label -1 (to be ignored) forever.
-    input_cache: "memory" (hold the reviews), "stream" (read the files as a stream), or "auto"
-      (stream when this pipeline's files are larger than `memory_budget_bytes`).
     memory_budget_bytes: the size of files that "auto" still holds in memory.
+    read_chunk: serialized reviews read (and, when loading, parsed) together.
+    shuffle_block: streaming: serialized reviews shuffled together.
 
   Returns:
     A `tf.data.Dataset` of (tokens int32[batch, time], labels int32[batch]).
   """
-  if keep not in config_lib.KEEP_CHOICES:
-    raise ValueError(f"keep must be one of {config_lib.KEEP_CHOICES}, got {keep!r}.")
-  if per_replica_batch_size < 1 or max_length < 1 or sort_window_batches < 1:
-    raise ValueError("per_replica_batch_size, max_length and sort_window_batches must be "
-                     f"positive, got {per_replica_batch_size}, {max_length}, "
-                     f"{sort_window_batches}.")
-  if input_cache not in config_lib.INPUT_CACHE_CHOICES:
-    raise ValueError(f"input_cache must be one of {config_lib.INPUT_CACHE_CHOICES}, got "
-                     f"{input_cache!r}.")
+  if per_replica_batch_size < 1:
+    raise ValueError(f"per_replica_batch_size must be positive, got {per_replica_batch_size}.")
+  replicas = _Replicas.of(input_context)
+  parse = _parser(options.max_length, options.keep)
+  if training and not _streams(options.input_cache, _checked(files), None, memory_budget_bytes):
+    # All the reviews, the same global stream on every pipeline: see the module docstring.
+    reviews = _load_reviews(_serialized_chunks(_checked(files), None, read_chunk)(), parse)
+    return _in_memory_training_batches(reviews, per_replica_batch_size, replicas, seed,
+                                       start_step, options.sort_window_batches).prefetch(
+                                           tf.data.AUTOTUNE)
   files, record_shard = _files_for_this_pipeline(files, input_context)
-  replicas = 1
-  if input_context is not None:
-    replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-  if _streams(input_cache, files, record_shard, memory_budget_bytes):
+  chunks = _serialized_chunks(files, record_shard, read_chunk)
+  if _streams(options.input_cache, files, record_shard, memory_budget_bytes):
     batches = streaming.make_batches(
-        _serialized_chunks(files, record_shard), _parser(max_length, keep),
-        per_replica_batch_size, training=training, replicas=replicas, seed=seed,
-        start_step=start_step, sort_window_batches=sort_window_batches)
+        chunks, parse, per_replica_batch_size, training=training, replicas=replicas.local,
+        seed=seed, start_step=start_step, sort_window_batches=options.sort_window_batches,
+        shuffle_block=shuffle_block)
   else:
-    batches = _in_memory_batches(_load_reviews(_serialized_chunks(files, record_shard)(),
-                                               _parser(max_length, keep)),
-                                 per_replica_batch_size, training, replicas, seed, start_step,
-                                 sort_window_batches)
+    batches = _in_memory_evaluation_batches(_load_reviews(chunks(), parse),
+                                            per_replica_batch_size, options.sort_window_batches)
   if endless and not training:
     filler = (tf.fill([per_replica_batch_size, 1], text.OOV_ID),
               tf.fill([per_replica_batch_size], -1))
     batches = batches.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
   return batches.prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Replicas:
+  """The replicas of all pipelines, and those this pipeline feeds (consecutive in replica order)."""
+  total: int  # Over all pipelines (num_replicas_in_sync).
+  local: int  # Fed by this pipeline.
+  first: int  # The replica id of this pipeline's first one.
+
+  @classmethod
+  def of(cls, input_context):
+    """The replicas of an `InputContext` (None: one pipeline with one replica)."""
+    if input_context is None:
+      return cls(1, 1, 0)
+    local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+    return cls(input_context.num_replicas_in_sync, local,
+               input_context.input_pipeline_id * local)
+
+
+def _checked(files):
+  """`files` as a list; raises ValueError when there are none."""
+  files = list(files)
+  if not files:
+    raise ValueError("No TFRecord files given.")
+  return files
 
 
 def _streams(input_cache, files, record_shard, memory_budget_bytes):
@@ -139,29 +163,45 @@ def _streams(input_cache, files, record_shard, memory_budget_bytes):
   return streams
 
 
-def _in_memory_batches(reviews, per_replica_batch_size, training, replicas, seed, start_step,
-                       sort_window_batches):
-  """The batches of reviews held in memory (`_load_reviews`'s one element)."""
-  if not training:  # Read again at every evaluation: keep the reviews in memory.
-    reviews = reviews.cache()
+def _in_memory_training_batches(reviews, per_replica_batch_size, replicas, seed, start_step,
+                                sort_window_batches):
+  """This pipeline's training batches: its replicas' rows of each step of the global stream.
 
+  Args:
+    reviews: `_load_reviews` of all the training reviews.
+    per_replica_batch_size: reviews per replica and step.
+    replicas: the `_Replicas` of this pipeline.
+    seed, start_step, sort_window_batches: as in `make_dataset`.
+  """
   def padded_batches(tokens, labels):
-    """The batches of the reviews of this pipeline; windows are gathered in parallel."""
-    lengths = tokens.row_lengths()
-    if training:
-      windows, skipped_batches = _training_windows(
-          tf.size(labels, out_type=tf.int64), lengths, per_replica_batch_size, replicas, seed,
-          start_step, sort_window_batches)
-    else:
-      windows = tf.data.Dataset.from_tensors(tf.argsort(lengths, stable=True)).rebatch(
-          per_replica_batch_size * sort_window_batches)  # Copies one window at a time.
-      skipped_batches = 0
-    return (windows.map(lambda order: batching.in_order(tokens, labels, order),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    """The batches, from the window of `start_step` on; windows are gathered in parallel."""
+    windows, skipped_steps = _training_windows(
+        tf.size(labels, out_type=tf.int64), tokens.row_lengths(), per_replica_batch_size,
+        replicas.total, seed, start_step, sort_window_batches)
+    step_size = per_replica_batch_size * replicas.total
+    first, end = (per_replica_batch_size * replicas.first,
+                  per_replica_batch_size * (replicas.first + replicas.local))
+    ours = windows.map(lambda window: tf.reshape(  # Of each step, this pipeline's replicas' rows.
+        tf.reshape(window, [-1, step_size])[:, first:end], [-1]))
+    return (ours.map(lambda order: batching.in_order(tokens, labels, order),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .flat_map(lambda *window: batching.padded_batches(*window, per_replica_batch_size))
-            .skip(skipped_batches))
+            .skip(skipped_steps * replicas.local))
 
   return reviews.flat_map(padded_batches)
+
+
+def _in_memory_evaluation_batches(reviews, batch_size, sort_window_batches):
+  """Each review of this pipeline once, sorted by length (held in memory for every evaluation)."""
+  def padded_batches(tokens, labels):
+    """The batches; `sort_window_batches` batches are gathered at a time."""
+    windows = tf.data.Dataset.from_tensors(tf.argsort(tokens.row_lengths(), stable=True)).rebatch(
+        batch_size * sort_window_batches)  # Copies one window at a time.
+    return (windows.map(lambda order: batching.in_order(tokens, labels, order),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .flat_map(lambda *window: batching.padded_batches(*window, batch_size)))
+
+  return reviews.cache().flat_map(padded_batches)
 
 
 def make_synthetic_dataset(per_replica_batch_size, max_length, vocab_size, seed=0):
@@ -193,9 +233,7 @@ def make_synthetic_dataset(per_replica_batch_size, max_length, vocab_size, seed=
 
 def _files_for_this_pipeline(files, input_context):
   """Returns (this pipeline's files, (num_pipelines, index) to shard records by, or None)."""
-  files = list(files)
-  if not files:
-    raise ValueError("No TFRecord files given.")
+  files = _checked(files)
   if input_context is None or input_context.num_input_pipelines == 1:
     return files, None
   count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -208,14 +246,15 @@ def _files_for_this_pipeline(files, input_context):
   return files, (count, index)
 
 
-def _serialized_chunks(files, record_shard):
+def _serialized_chunks(files, record_shard, read_chunk):
   """This pipeline's serialized reviews in chunks, as a function of the order of the files.
 
   Args:
     files, record_shard: from `_files_for_this_pipeline`.
+    read_chunk: reviews per chunk.
 
   Returns:
-    `chunks(file_order_seed=None)`: a dataset of string[at most `_READ_CHUNK`], consecutive
+    `chunks(file_order_seed=None)`: a dataset of string[at most `read_chunk`], consecutive
     reviews of one file; up to `_MAX_PARALLEL_READS` files are read at a time, their chunks
     taken in turn. The files are in the order of `file_order_seed` (int64[3]) when it is given.
   """
@@ -224,7 +263,7 @@ def _serialized_chunks(files, record_shard):
     serialized = tf.data.TFRecordDataset(path)
     if record_shard:
       serialized = serialized.shard(*record_shard)
-    return serialized.batch(_READ_CHUNK)
+    return serialized.batch(read_chunk)
 
   def chunks(file_order_seed=None):
     """The chunks (see above)."""
@@ -295,14 +334,14 @@ def _training_windows(num_reviews, lengths, batch_size, replicas, seed, start_st
     num_reviews: int64 scalar, N.
     lengths: int64[N], the length of each review.
     batch_size: reviews per replica.
-    replicas: replicas fed by this pipeline; each step takes `replicas` consecutive batches.
+    replicas: replicas of all pipelines; each step takes `replicas` consecutive batches.
     seed, start_step, sort_window_batches: as in `make_dataset`.
 
   Returns:
     (windows, skipped): a dataset of windows, each int64[steps * replicas * batch_size], the
     review indices of its per-replica batches one after the other (`replicas` consecutive ones
-    per step), from the window of `start_step` on; and how many batches of the first window
-    come before `start_step`.
+    per step), from the window of `start_step` on; and how many steps of the first window come
+    before `start_step`.
   """
   step_size = batch_size * replicas
   window_steps, one_order = _window_steps(num_reviews, step_size, sort_window_batches)
@@ -347,7 +386,7 @@ def _training_windows(num_reviews, lengths, batch_size, replicas, seed, start_st
         tf.stack([tf.constant(seed, tf.int64), window, tf.constant(_BATCH_ORDER_SALT, tf.int64)])))
 
   return (tf.data.Dataset.range(start_step // window_steps, tf.int64.max).map(window_batches),
-          start_step % window_steps * replicas)
+          start_step % window_steps)
 
 
 def _window_steps(num_reviews, step_size, sort_window_batches):

@@ -22,6 +22,7 @@ import json
 from absl import logging
 import tensorflow as tf
 
+from trainer import config as config_lib
 from trainer.config import DataConfig
 from trainer.data import beam_pipeline
 from trainer.data import prepared_dataset
@@ -132,7 +133,6 @@ def prepare(corpus, output_dir, options=DataConfig(), overwrite=False, pipeline_
   Returns:
     The dataset's metadata (also written to `output_dir`/metadata.json).
   """
-  options.check()
   facts = survey.survey_corpus(corpus)
   fingerprint_ = fingerprint(facts.content_sha256, options)
   existing = _clear_output_dir(output_dir, fingerprint_, overwrite)
@@ -178,7 +178,27 @@ def _check_not_empty(split_sizes, corpus):
                            "with words; check the source.")
 
 
-def prepare_unless_present(read_corpus, output_dir, options):
+def prepare_for_run(config, read_corpus, workdir, num_workers):
+  """`config` with a data_dir: the source prepared into <workdir>/data when none is given.
+
+  Args:
+    config: a `config.Config`; its data section says how to prepare.
+    read_corpus: returns the `sources.Corpus` to prepare (called only when preparing).
+    workdir: the run's folder.
+    num_workers: processes that will train (only a single one may prepare on its own).
+  """
+  if config.run.data_dir or config.run.synthetic_data:
+    return config
+  if num_workers > 1:
+    raise UserInputError("A multi-worker job needs --data_dir: prepare the data once "
+                         "(python -m trainer.prepare --output_dir=gs://...) and pass it.")
+  storage.check_writable(workdir, "--workdir")
+  data_dir = storage.join(workdir, "data")
+  _prepare_unless_present(read_corpus, data_dir, config.data)
+  return config_lib.override(config, data_dir=data_dir)
+
+
+def _prepare_unless_present(read_corpus, output_dir, options):
   """Prepares `read_corpus()` into `output_dir` unless it holds a dataset of these options.
 
   The source is not read when the dataset is there: a rerun of a job starts at once.

@@ -130,7 +130,7 @@ def read(input_path, tfds_data_dir=None, download_dir=None, download_url=CANONIC
     tarball = download(download_url, download_sha256, download_dir)
     return read_tarball(tarball)
   if input_path == "tfds":
-    return read_tfds(tfds_data_dir)
+    return read_tfds(tfds_data_dir, download_url)
   if not tf.io.gfile.exists(input_path):
     raise UserInputError(f"--input={input_path} does not exist. Give the aclImdb .tar.gz, the "
                          "extracted aclImdb folder, 'tfds', or nothing to download the dataset.")
@@ -307,7 +307,7 @@ def read_directory(path):
 # --- tensorflow_datasets imdb_reviews.
 
 
-def _is_online(url, timeout_seconds=5.0):
+def is_online(url, timeout_seconds=5.0):
   """Whether a TCP connection to the host of `url` opens within the timeout."""
   parsed = urllib.parse.urlparse(url)
   port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -318,12 +318,17 @@ def _is_online(url, timeout_seconds=5.0):
     return False
 
 
-def read_tfds(data_dir=None):
-  """Reads TFDS imdb_reviews from `data_dir`, downloading and preparing it only when online."""
+def read_tfds(data_dir=None, download_url=CANONICAL_URL):
+  """Reads TFDS imdb_reviews from `data_dir`, downloading and preparing it only when online.
+
+  Args:
+    data_dir: a TFDS data dir (TFDS's default when None).
+    download_url: the host TFDS downloads from must answer there, or it is not tried.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
   builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
   if not builder.is_prepared():
-    if not _is_online(CANONICAL_URL):
+    if not is_online(download_url):
       raise UserInputError(
           f"TFDS {TFDS_NAME} is not prepared under {builder.data_dir} and this machine is "
           f"offline, so it cannot be downloaded. Pass --tfds_data_dir=<a data dir where it is "

@@ -93,6 +93,22 @@ class Listed:
     return {"count": self.count, "reviews": self.names}
 
 
+def split_summaries(metadata):
+  """Per split of a prepared dataset's metadata: reviews, positive share, OOV rate, median length.
+
+  Each export keeps those of its training data: the data gate of the next retraining compares
+  against them.
+  """
+  summary = {}
+  for split, stats in metadata["splits"].items():
+    examples = stats["examples"]
+    summary[split] = {"examples": examples,
+                      "positive_share": stats["labels"]["pos"] / examples if examples else 0.0,
+                      "oov_rate": stats["oov_rate"],
+                      "median_tokens": stats["token_length"]["p50"]}
+  return summary
+
+
 def is_valid_utf8(data):
   """Whether bytes decode as UTF-8."""
   try:

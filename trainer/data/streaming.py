@@ -16,7 +16,7 @@ SHUFFLE_BLOCK = 16384  # Serialized reviews shuffled together.
 
 
 def make_batches(chunks, parse, batch_size, *, training, replicas, seed, start_step,
-                 sort_window_batches):
+                 sort_window_batches, shuffle_block=SHUFFLE_BLOCK):
   """The batches of one input pipeline that streams its files.
 
   Args:
@@ -27,6 +27,7 @@ def make_batches(chunks, parse, batch_size, *, training, replicas, seed, start_s
     training: the endless training stream (True), or each review once (False).
     replicas: replicas fed by this pipeline; each step takes `replicas` consecutive batches.
     seed, start_step, sort_window_batches: as in `input_pipeline.make_dataset`.
+    shuffle_block: serialized reviews shuffled together.
 
   Returns:
     A dataset of (tokens int32[batch, time], labels int32[batch]).
@@ -60,7 +61,7 @@ def make_batches(chunks, parse, batch_size, *, training, replicas, seed, start_s
 
     def epoch_batches(epoch):
       """The batches of one epoch (from `first_window` on in the first one)."""
-      blocks = chunks(tf.stack([seed, epoch, -1])).rebatch(SHUFFLE_BLOCK).enumerate().map(
+      blocks = chunks(tf.stack([seed, epoch, -1])).rebatch(shuffle_block).enumerate().map(
           lambda index, block: _shuffled_block(block, tf.stack([seed, epoch, index])))
       windows = (blocks.rebatch(window_size)
                  .take((steps_per_epoch + sort_window_batches - 1) // sort_window_batches)

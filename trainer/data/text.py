@@ -119,14 +119,11 @@ def build_vocabulary(token_counts, vocab_size):
 
   Args:
     token_counts: dict token -> count, from the training split only.
-    vocab_size: total number of ids, reserved ones included.
+    vocab_size: total number of ids, reserved ones included (`config.DataConfig` checks it).
 
   Returns:
     List of tokens, index = id; ties in count are broken by the token, so it is deterministic.
   """
-  if vocab_size <= len(RESERVED_TOKENS):
-    raise ValueError(f"vocab_size must be more than {len(RESERVED_TOKENS)} (the reserved "
-                     f"ids {RESERVED_TOKENS}), got {vocab_size}.")
   ranked = sorted(token_counts.items(), key=lambda item: (-item[1], item[0]))
   return list(RESERVED_TOKENS) + [token for token, _ in ranked[:vocab_size - len(RESERVED_TOKENS)]]
 

@@ -21,15 +21,16 @@ import os
 import re
 import tempfile
 import time
+import uuid
 
 import keras
 import tensorflow as tf
 
 from trainer.data import text
 from trainer.errors import UserInputError
+from trainer.modeling import model as model_lib
 from trainer.serving import warmup
 from trainer import storage
-from trainer.training import model as model_lib
 
 EXPORT_FORMAT = "imdb-bilstm-export"
 FORMAT_VERSION = 1
@@ -132,7 +133,7 @@ def export(classifier, destination, metadata, versioned=True):
   version = _new_version(destination) if versioned else str(int(time.time()))
   path = storage.join(destination, version) if versioned else destination
   metadata = dict(metadata, format=EXPORT_FORMAT, format_version=FORMAT_VERSION,
-                  version=version, signature=SIGNATURE,
+                  version=version, signature=SIGNATURE, export_id=uuid.uuid4().hex,
                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(
                       timespec="seconds"))
   if "://" in path:
@@ -173,8 +174,7 @@ def _write_export(classifier, metadata, path):
 
 def _copy_tree_with_saved_model_last(source, destination):
   """Copies a local export to a URI; `saved_model.pb`, what marks it loadable, goes last."""
-  files = sorted(storage.relative_files(source), key=lambda name: name == SAVED_MODEL_FILE)
-  for name in files:
+  for name in storage.relative_files(source, last=SAVED_MODEL_FILE):
     target = storage.join(destination, name)
     tf.io.gfile.makedirs(os.path.dirname(target))
     tf.io.gfile.copy(os.path.join(source, *name.split("/")), target, overwrite=True)

@@ -11,8 +11,9 @@ Each decision has a verdict:
   promoted    no production model yet; or better by >= min_improvement with p < max_p_value
   refused     not better, better by too little, or not significantly (p >= max_p_value)
   regression  significantly worse than production (p < max_p_value): an alert
-  not_served  failed to load, to answer, or answered slower than max_latency_ms (p99)
-  rolled_back `rollback()` pointed production back at a previous model
+  not_served  failed to load, to answer, or answered slower than max_latency_ms (p99); also a
+              model that `rollback()` was asked to go back to
+  rolled_back `rollback()` pointed production back at a previous model (which served)
 
 Production (local or gs://, the same layout on both) holds:
 
@@ -247,11 +248,27 @@ def _decide_and_switch(candidate_dir, source, target, metadata, assessor, policy
                  lost_races)
 
 
+def _already_production(target, metadata):
+  """A refusal without scoring when the candidate is the production model's export; else None.
+
+  An export is known by the `export_id` its metadata got when it was written (copies keep it).
+  """
+  current, _ = _read_production(target)
+  if current is None or not metadata.get("export_id"):
+    return None
+  production = _metadata(target, f"{MODELS_DIR}/{current['model_id']}/{export.METADATA_FILE}")
+  if production.get("export_id") != metadata["export_id"]:
+    return None
+  return _Outcome(REFUSED, f"it is the production model already ({current['model_id']}, "
+                  f"export version {metadata['version']}): nothing to compare", current, None,
+                  None)
+
+
 def _copy_export(local_dir, target, name):
   """Copies every file of the local export `local_dir` to the folder `name` of `target`."""
   logging.info("Copying %s to %s.", local_dir, target.location(name))
   try:
-    target.put_tree(local_dir, name)
+    target.put_tree(local_dir, name, last=export.SAVED_MODEL_FILE)  # Listed once it is whole.
   except BaseException:
     target.delete_tree(name)  # A partial copy that nothing points to.
     raise
@@ -281,21 +298,19 @@ def promote(candidate, production, assessor, policy=Policy(), *, gcs_client=None
   Returns:
     The decision record, as logged under <production>/decisions/.
   """
-  try:
-    policy.check()
-  except ValueError as e:
-    raise UserInputError(f"--{e}") from e
   source = storage.open_store(candidate, gcs_client)
   target = storage.open_store(production, gcs_client)
   _check_apart(source, target)
   metadata = _read_export(source)
-  with source.local_copy() as candidate_dir:
-    serving = assessor.serving(candidate_dir)
-    problem = _serving_problem(serving, policy)
-    if problem:
-      outcome = _Outcome(NOT_SERVED, problem, _read_production(target)[0], None, None)
-    else:
-      outcome = _decide_and_switch(candidate_dir, source, target, metadata, assessor, policy)
+  outcome, serving = _already_production(target, metadata), None
+  if outcome is None:
+    with source.local_copy() as candidate_dir:
+      serving = assessor.serving(candidate_dir)
+      problem = _serving_problem(serving, policy)
+      if problem:
+        outcome = _Outcome(NOT_SERVED, problem, _read_production(target)[0], None, None)
+      else:
+        outcome = _decide_and_switch(candidate_dir, source, target, metadata, assessor, policy)
   comparison = dataclasses.asdict(outcome.comparison) if outcome.comparison else {}
   judged_against = outcome.production or {}
   return _log(target, {
@@ -339,10 +354,15 @@ def production_metadata(production, *, gcs_client=None):
 
 
 def _model_ids(target):
-  """The ids of the complete models kept in production (those with a saved_model.pb)."""
+  """The ids of the whole models kept in production.
+
+  A copy is whole once its saved_model.pb is there (copied last); a local copy is renamed into
+  place, so its temporary folder never counts.
+  """
   suffix = f"/{export.SAVED_MODEL_FILE}"
   return sorted(name.split("/")[1] for name in target.list_files(MODELS_DIR)
-                if name.count("/") == 2 and name.endswith(suffix))
+                if name.count("/") == 2 and name.endswith(suffix)
+                and storage.TEMP_MARKER not in name)
 
 
 def _rollback_target(target, current, model_id):
@@ -364,10 +384,14 @@ def _rollback_target(target, current, model_id):
   return model_id, history + [current["model_id"]]
 
 
-def rollback(production, model_id=None, *, gcs_client=None):
+def rollback(production, model_id=None, *, serving=serving_gate.measure, policy=Policy(),
+             gcs_client=None):
   """Points production back at `model_id`, or at the model the current one replaced.
 
-  One compare-and-swap of CURRENT.json, logged under decisions/ with the verdict rolled_back.
+  The model rolled back to must pass the serving gate first (`serving`, as in promotion, judged
+  by `policy.max_latency_ms`): a model that does not load is never switched to. Then one
+  compare-and-swap of CURRENT.json, logged under decisions/ with the verdict rolled_back (or
+  not_served).
 
   Returns:
     The decision record.
@@ -380,6 +404,15 @@ def rollback(production, model_id=None, *, gcs_client=None):
       raise UserInputError(f"{target.location(POINTER_FILE)} does not exist: there is no "
                            "production model to roll back.")
     to, history = _rollback_target(target, current, model_id)
+    with target.subfolder(f"{MODELS_DIR}/{to}").local_copy() as model_dir:
+      report = serving(model_dir)
+    problem = _serving_problem(report, policy)
+    if problem:
+      return _log(target, {
+          "verdict": NOT_SERVED, "promoted": False,
+          "reason": f"not rolled back from {current['model_id']} to {to}: {problem}",
+          "serving": report, "production_model_id": current["model_id"],
+          "lost_races": lost_races, "model_id": None, "model_path": None})
     metadata = _metadata(target, f"{MODELS_DIR}/{to}/{export.METADATA_FILE}")
     pointer = _pointer(target, to, metadata, history, rolled_back_from=current["model_id"])
     if target.replace_if(POINTER_FILE, storage.json_text(pointer).encode(), token):
@@ -387,6 +420,6 @@ def rollback(production, model_id=None, *, gcs_client=None):
     lost_races += 1
   return _log(target, {
       "verdict": ROLLED_BACK, "promoted": False,
-      "reason": f"rolled back from {current['model_id']} to {to}",
+      "reason": f"rolled back from {current['model_id']} to {to}", "serving": report,
       "production_model_id": current["model_id"], "lost_races": lost_races, "model_id": to,
       "model_path": target.location(f"{MODELS_DIR}/{to}")})

@@ -1,1 +1,1 @@
-"""Training: the model, the step and loop library (no flags), checkpoints and outputs."""
+"""Training: the step and loop library (no flags), optimizer, checkpoints, outputs and logs."""

@@ -7,7 +7,6 @@ variables of the run's checkpoint, so a resumed run knows its best exactly as it
 """
 
 import contextlib
-import math
 
 import tensorflow as tf
 
@@ -20,8 +19,8 @@ class BestWeights:
   def __init__(self, model, metric):
     """Creates the copy; call inside the strategy's scope (the copy is mirrored like the model)."""
     self.metric = metric
-    self.value = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best_value")
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_step")
+    self.value = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="best_value")
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_step")  # 0: none yet.
     self.weights = [tf.Variable(weight, trainable=False, name="best_weight")
                     for weight in model.weights]
 
@@ -32,7 +31,7 @@ class BestWeights:
   def _is_better(self, value):
     """Whether `value` of the metric beats the best so far (any value beats none)."""
     best = float(self.value.numpy())
-    if math.isnan(best):
+    if not int(self.step.numpy()):
       return True
     return value < best if self.metric in _LOWER_IS_BETTER else value > best
 

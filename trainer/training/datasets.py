@@ -1,13 +1,14 @@
 """The data of a run: the prepared dataset's facts, and its distributed train and eval batches."""
 
+import contextlib
 import dataclasses
 import math
 
 from absl import logging
+import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer.data import input_pipeline
-from trainer.data import prepare
 from trainer.data import prepared_dataset
 from trainer.errors import UserInputError
 from trainer import storage
@@ -24,25 +25,6 @@ class RunData:
   total_steps: int  # Of the whole schedule.
   end_step: int  # Where this run stops (--max_steps).
   eval_every_steps: int
-
-
-def with_prepared_data(config, source, workdir, num_workers):
-  """`config` with a data_dir: the source prepared into <workdir>/data when none is given.
-
-  Args:
-    config: a `config.Config`; its data section says how to prepare.
-    source: `sources.SourceOptions` naming the reviews.
-    workdir: the run's folder.
-    num_workers: processes that will train (only a single one may prepare on its own).
-  """
-  if config.run.data_dir or config.run.synthetic_data:
-    return config
-  if num_workers > 1:
-    raise UserInputError("A multi-worker job needs --data_dir: prepare the data once "
-                         "(python -m trainer.prepare --output_dir=gs://...) and pass it.")
-  data_dir = storage.join(workdir, "data")
-  prepare.prepare_unless_present(source.read, data_dir, config.data)
-  return config_lib.override(config, data_dir=data_dir)
 
 
 def resolve_data(config):
@@ -75,6 +57,24 @@ def resolve_data(config):
                  eval_every_steps=run.eval_every_steps or steps_per_epoch)
 
 
+@contextlib.contextmanager
+def reading(data_dir):
+  """Inside the block, a failed read of the prepared dataset `data_dir` is reported in one line.
+
+  A damaged shard is named (exit 2); a storage that may come back is retryable (exit 43), never
+  taken for a lost worker.
+  """
+  if not data_dir:
+    yield
+    return
+  with storage.reported_failures(data_dir, f"Reading the prepared dataset {data_dir}",
+                                 f"Check that this job can read {data_dir}."):
+    try:
+      yield
+    except tf.errors.DataLossError as e:  # A TFRecord failed its checksum or is truncated.
+      raise prepared_dataset.corrupt_data_error(data_dir, e) from e
+
+
 def build_datasets(strategy, data, start_step):
   """The distributed training data (from `start_step` on) and evaluation data.
 
@@ -87,7 +87,8 @@ def build_datasets(strategy, data, start_step):
     (training dataset, {"validation": ..., "test": ...} or {} with synthetic data).
   """
   config = data.config
-  per_replica_batch_size = config.training.global_batch_size // strategy.num_replicas_in_sync
+  per_replica_batch_size = config_lib.per_replica_batch_size(config.training.global_batch_size,
+                                                             strategy.num_replicas_in_sync)
 
   def split_files(split):
     """The shards of a split."""
@@ -100,20 +101,15 @@ def build_datasets(strategy, data, start_step):
           per_replica_batch_size, config.input.max_length, config.data.vocab_size,
           seed=config.training.seed)
     return input_pipeline.make_dataset(
-        split_files("train"), per_replica_batch_size, training=True,
-        max_length=config.input.max_length, keep=config.input.keep, seed=config.training.seed,
-        input_context=context, start_step=start_step,
-        sort_window_batches=config.input.sort_window_batches,
-        input_cache=config.input.input_cache)
+        split_files("train"), per_replica_batch_size, config.input, training=True,
+        seed=config.training.seed, input_context=context, start_step=start_step)
 
   def evaluation_dataset(split):
     """This worker's evaluation batches, then fillers until every worker is done."""
     return strategy.distribute_datasets_from_function(
         lambda context: input_pipeline.make_dataset(
-            split_files(split), config.run.eval_batch_size, training=False,
-            max_length=config.input.max_length, keep=config.input.keep, input_context=context,
-            endless=True, sort_window_batches=config.input.sort_window_batches,
-            input_cache=config.input.input_cache))
+            split_files(split), config.run.eval_batch_size, config.input, training=False,
+            input_context=context, endless=True))
 
   training = strategy.distribute_datasets_from_function(training_dataset)
   if config.run.synthetic_data:

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from trainer.training import model as model_lib
+from trainer.modeling import model as model_lib
 
 
 def resolve_precision(name):
@@ -25,18 +25,33 @@ class TrainerOptimizer:
   clip its own partial gradient, and LossScaleOptimizer would test finiteness on un-reduced
   gradients. The train step all-reduces once, first; clipping and the finiteness test then see
   the true global gradient, identical on every replica. This overrides a private Keras method
-  (`_all_reduce_sum_gradients`); tests/test_optimization.py fails if Keras stops calling it.
+  (`_all_reduce_sum_gradients`); tests/training/test_optimization.py fails if Keras stops calling it.
 
   The moving average of the weights (EMA) starts as a copy of the weights after the first step
   (Keras' averages start at zero), then moves with momentum min(ema_momentum, (1 + t) / (10 + t))
   at step t as TF Model Garden's, so that early validations and a short run's export are not
   mostly the first steps' weights. This overrides
   Keras' `_update_model_variables_moving_average`, pinned by the same tests.
+
+  Clipping by global norm uses the norm of the dense gradient. Keras squares the rows of an
+  embedding's IndexedSlices gradient one by one, so a token seen 50 times counts as 50 rows,
+  not one: its norm, and so the clipping, would depend on whether the gradient travels dense
+  or sparse (`--dense_gradients`, and with `auto` the number of replicas). Repeated rows are
+  summed first here (`_clip_gradients`, pinned by the same tests).
   """
 
   def _all_reduce_sum_gradients(self, grads_and_vars):
     """Returns the (already reduced) gradients unchanged."""
     return list(grads_and_vars)
+
+  def _clip_gradients(self, grads):
+    """Clips to `global_clipnorm` by the norm of the dense gradients (see the class doc)."""
+    if not self.global_clipnorm:
+      return super()._clip_gradients(grads)
+    norm = tf.linalg.global_norm([_dense_rows(g) for g in grads if g is not None])
+    scale = self.global_clipnorm * tf.minimum(1.0 / norm, 1.0 / self.global_clipnorm)
+    scale += norm - norm  # NaN when the norm is not finite, as Keras' own clipping does.
+    return [_times(g, scale) for g in grads]
 
   def _update_model_variables_moving_average(self, trainable_variables):
     """Moves each average towards its weight with the warmed-up momentum."""
@@ -47,6 +62,24 @@ class TrainerOptimizer:
                                              (1 + step) / (10 + step)), 0.0)
     for weight, average in zip(trainable_variables, self._model_variables_moving_average):
       average.assign(momentum * average + (1 - momentum) * tf.cast(weight, average.dtype))
+
+
+def _dense_rows(gradient):
+  """The values of a gradient; for IndexedSlices, its rows with repeated indices summed."""
+  if not isinstance(gradient, tf.IndexedSlices):
+    return gradient
+  unique, positions = tf.unique(gradient.indices)
+  return tf.math.unsorted_segment_sum(gradient.values, positions, tf.size(unique))
+
+
+def _times(gradient, scale):
+  """`gradient` (dense, IndexedSlices or None) multiplied by `scale`."""
+  if gradient is None:
+    return None
+  scale = tf.cast(scale, gradient.dtype)
+  if isinstance(gradient, tf.IndexedSlices):
+    return tf.IndexedSlices(gradient.values * scale, gradient.indices, gradient.dense_shape)
+  return gradient * scale
 
 
 class _Adam(TrainerOptimizer, keras.optimizers.Adam):
@@ -123,7 +156,7 @@ def current_learning_rate(optimizer):
 def moving_averages(optimizer):
   """The moving averages of the trainable weights (EMA), in their order; None when EMA is off.
 
-  They live in a private attribute of the Keras optimizer; tests/test_optimization.py fails if
+  They live in a private attribute of the Keras optimizer; tests/training/test_optimization.py fails if
   it moves.
   """
   inner = inner_optimizer(optimizer)

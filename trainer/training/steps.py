@@ -5,8 +5,9 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from trainer import config as config_lib
+from trainer.modeling import noise
 from trainer.training import metrics as metrics_lib
-from trainer.training import noise
 from trainer.training import optimization
 
 _DENSE_GRADIENT_MIN_BATCH = 100  # Above this per-replica batch a dense all-reduce is cheaper.
@@ -34,8 +35,8 @@ def build_train_step(strategy, model, optimizer, training, element_spec):
     batch; `step` (int64, from 1) keys the dropout noise (see `noise`).
   """
   global_batch_size = training.global_batch_size
-  dense = _uses_dense_gradients(training.dense_gradients,
-                                global_batch_size // strategy.num_replicas_in_sync)
+  dense = _uses_dense_gradients(training.dense_gradients, config_lib.per_replica_batch_size(
+      global_batch_size, strategy.num_replicas_in_sync))
 
   def replica_step(tokens, labels, step):
     """Forward, backward, one all-reduce of the gradients, update."""
@@ -115,14 +116,22 @@ def evaluation_weights(model, optimizer):
     swap()
 
 
-def evaluate(eval_step, dataset):
+def evaluate(eval_step, dataset, reading=contextlib.nullcontext):
   """Evaluates a distributed `endless` evaluation dataset: stops when every replica is done.
+
+  Args:
+    eval_step: from `build_eval_step`.
+    dataset: the distributed evaluation dataset.
+    reading: returns the context that each read of a batch runs in (error reports).
 
   Returns:
     Dict of metrics (see `metrics.classification_metrics`).
   """
   probabilities, labels, losses = [], [], []
-  for batch in dataset:
+  batches = iter(dataset)
+  while True:
+    with reading():
+      batch = next(batches)
     batch_probabilities, batch_labels, batch_losses = (v.numpy() for v in eval_step(batch))
     real = batch_labels >= 0  # Filler batches of finished pipelines have label -1.
     if not real.any():

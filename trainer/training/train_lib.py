@@ -26,16 +26,15 @@ from trainer.cluster import preemption
 from trainer.cluster import strategy as strategy_lib
 from trainer import config as config_lib
 from trainer.data import prepared_dataset
+from trainer.data import statistics
 from trainer.data import text
 from trainer import errors
-from trainer.errors import UserInputError
+from trainer.modeling import model as model_lib
 from trainer.serving import export
 from trainer import storage
 from trainer.training import best as best_lib
 from trainer.training import checkpoints as checkpoints_lib
-from trainer.training import data_gate
 from trainer.training import datasets
-from trainer.training import model as model_lib
 from trainer.training import optimization
 from trainer.training import steps
 from trainer.training import summaries as summaries_lib
@@ -71,14 +70,25 @@ def train_and_evaluate(config, workdir, strategy=None):
         checkpoints_lib.worker_checkpoint_dir(chief, locations.checkpoints) as checkpoint_dir):
     try:
       return _train_and_evaluate(config, locations, strategy, checkpoint_dir, sigterm)
-    except tf.errors.DataLossError as e:  # A TFRecord failed its checksum or is truncated.
-      if not config.run.data_dir:
-        raise
-      raise prepared_dataset.corrupt_data_error(config.run.data_dir, e) from e
     except _PEER_FAILURES as e:  # Collectives aborted: a peer died or missed its heartbeats.
       if strategy_lib.num_workers(strategy) == 1:
         raise
       raise errors.PeerLost(e) from e
+
+
+def training_is_done(workdir, max_steps=0):
+  """Whether the run in `workdir` has the checkpoint of its last step (`--max_steps` or the end).
+
+  It reads only file names and the run record (config.json), no TensorFlow op: call it before
+  the strategy, to know whether this process still needs the cluster.
+  """
+  locations = workdir_lib.output_locations(workdir)
+  record = workdir_lib.run_record_of(locations)
+  steps = checkpoints_lib.checkpoint_steps(locations.checkpoints)
+  if not record or not steps:
+    return False
+  end_step = min(record["total_steps"], max_steps or record["total_steps"])
+  return steps[0] >= end_step
 
 
 @dataclasses.dataclass
@@ -92,6 +102,7 @@ class _Run:
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
   checkpoints: checkpoints_lib.RunCheckpoints
+  run_checkpoints_dir: str  # The run's checkpoints, which every worker restores from.
   best: best_lib.BestWeights | None  # With --export=best.
   start_step: int
   history: list  # The log records of the run so far, resumed ones included.
@@ -116,6 +127,7 @@ def _train_and_evaluate(config, locations, strategy, checkpoint_dir, sigterm):
     summaries.hparams(run.config, config_lib.METRIC_NAMES)
     train_seconds = _train(run, train_step, iter(train_data), evaluate,
                            on_preemption=on_preemption, summaries=summaries, profiler=profiler)
+    on_preemption.stop()
     results = _results(run, train_seconds)
     if evaluations:
       with _tested_weights(run) as tested_step:
@@ -131,24 +143,28 @@ def _train_and_evaluate(config, locations, strategy, checkpoint_dir, sigterm):
     _export_and_report(run, results, serving_weights, locations)
   results["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
   if run.chief:
-    storage.write_json_atomically(locations.file(workdir_lib.METRICS_FILE), results)
+    with _writing(locations.workdir, "Writing the results"):
+      storage.write_json_atomically(locations.file(workdir_lib.METRICS_FILE), results)
   return results
+
+
+def _writing(folder, what):
+  """The context of a write of the chief into `folder`: a storage error is reported in one line
+  (retryable when it may pass), never taken for a lost worker."""
+  return storage.reported_failures(folder, f"{what} in {folder}", "Check that this job can "
+                                   "write there; started again, the run resumes where it was.")
 
 
 def _build_run(config, locations, strategy, checkpoint_dir):
   """Checks the settings, reads the data, builds the model and restores the newest checkpoint."""
-  config.check()
   chief = strategy_lib.is_chief(strategy)
-  replicas = strategy.num_replicas_in_sync
-  if config.training.global_batch_size % replicas:
-    raise UserInputError(
-        f"--global_batch_size={config.training.global_batch_size} does not divide evenly among "
-        f"{replicas} replicas; use a multiple of {replicas}.")
+  config_lib.per_replica_batch_size(config.training.global_batch_size,
+                                    strategy.num_replicas_in_sync)  # Fails early when uneven.
   if config.run.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.training.seed)
   if chief:
-    workdir_lib.check_writable(locations.workdir)
+    storage.check_writable(locations.workdir, "--workdir")
   data = datasets.resolve_data(config)
   config = data.config
   precision = optimization.resolve_precision(config.run.precision)
@@ -172,13 +188,16 @@ def _build_run(config, locations, strategy, checkpoint_dir):
                "eligible for the fused cuDNN kernel on GPU" if not cudnn_problems else
                f"NOT eligible for cuDNN: {cudnn_problems}", precision)
   if chief:
-    storage.write_json_atomically(
-        locations.file(workdir_lib.RUN_RECORD_FILE),
-        workdir_lib.run_record(config, data.identity, precision=precision,
-                               total_steps=data.total_steps,
-                               steps_per_epoch=data.steps_per_epoch))
-  return _Run(config, data, strategy, chief, precision, model, optimizer, run_checkpoints, best,
-              start_step, history)
+    with _writing(locations.workdir, "Writing the run record"):
+      storage.write_json_atomically(
+          locations.file(workdir_lib.RUN_RECORD_FILE),
+          workdir_lib.run_record(config, data.identity, precision=precision,
+                                 total_steps=data.total_steps,
+                                 steps_per_epoch=data.steps_per_epoch))
+      if start_step < data.end_step:  # Steps to train: a start that may loop.
+        workdir_lib.record_start(locations, start_step, config.run.max_restarts_without_progress)
+  return _Run(config, data, strategy, chief, precision, model, optimizer, run_checkpoints,
+              locations.checkpoints, best, start_step, history)
 
 
 def _build_evaluate(run, evaluations):
@@ -187,7 +206,8 @@ def _build_evaluate(run, evaluations):
     return None
   eval_step = steps.build_eval_step(run.strategy, run.model,
                                     evaluations["validation"].element_spec)
-  return lambda split: steps.evaluate(eval_step, evaluations[split])
+  return lambda split: steps.evaluate(eval_step, evaluations[split],
+                                      lambda: datasets.reading(run.config.run.data_dir))
 
 
 def _train(run, train_step, batches, evaluate, *, on_preemption, summaries, profiler):
@@ -208,7 +228,8 @@ def _train(run, train_step, batches, evaluate, *, on_preemption, summaries, prof
     current += 1
     profiler.before_step(current)
     step_start = time.perf_counter()
-    batch = next(batches)
+    with datasets.reading(run.config.run.data_dir):  # Storage errors are not lost peers.
+      batch = next(batches)
     input_seconds = time.perf_counter() - step_start
     loss_sum, correct = train_step(batch, current)
     run.checkpoints.step.assign(current)
@@ -218,30 +239,39 @@ def _train(run, train_step, batches, evaluate, *, on_preemption, summaries, prof
     is_last = current == data.end_step
     save = current % config.checkpoint_every_steps == 0 or is_last
     validate = evaluate and (current % data.eval_every_steps == 0 or is_last)
-    if current % config.log_every_steps == 0 or save or validate:  # NaN is caught before a save.
-      try:
+    try:
+      if current % config.log_every_steps == 0 or save or validate:  # A NaN loss stops a save.
         train = log.flush(current, optimization.current_learning_rate(run.optimizer))
-      except train_log.TrainingDiverged as e:
-        current = _recover_from_nan(run, e, current, log)
-        continue
-      record = {"step": current, "epoch": round(current / data.steps_per_epoch, 3),
-                "train": train}
-      if validate:
+        record = {"step": current, "epoch": round(current / data.steps_per_epoch, 3),
+                  "train": train}
+        if validate:
+          with log.excluded():
+            record["validation"] = _validate(run, evaluate, current, summaries)
+        run.history.append(record)
+      if save:
         with log.excluded():
-          record["validation"] = _validate(run, evaluate, current, summaries)
-      run.history.append(record)
-    if save:
-      with log.excluded():
-        run.checkpoints.save(current)
-    on_preemption.after_step(current)
+          run.checkpoints.save(current)  # NonFiniteState if a weight went NaN behind a finite loss.
+    except train_log.TrainingDiverged as e:
+      current = _recover_from_nan(run, e, current, log)
+      continue
+    try:
+      on_preemption.after_step(current)
+    except checkpoints_lib.NonFiniteState as e:  # SIGTERM: nothing good to save.
+      raise errors.Preempted(current, saved=False) from e
   return train_seconds
 
 
 def _validate(run, evaluate, step, summaries):
-  """Evaluates the validation split with the evaluation weights; keeps them if the best."""
+  """Evaluates the validation split with the evaluation weights; keeps them if the best.
+
+  Only the run's own validation steps (every `eval_every_steps`, and the last) compete for the
+  best: the end of a `--max_steps` segment does not, so that a run stopped and resumed there
+  picks the weights an uninterrupted one picks.
+  """
+  scheduled = step % run.data.eval_every_steps == 0 or step == run.data.total_steps
   with steps.evaluation_weights(run.model, run.optimizer):
     metrics = evaluate("validation")
-    if run.best and run.best.offer(run.model, metrics, step):
+    if run.best and scheduled and run.best.offer(run.model, metrics, step):
       logging.info("New best validation %s: %.5f.", run.best.metric, metrics[run.best.metric])
   train_log.log_evaluation(summaries, "validation", metrics, step)
   return metrics
@@ -251,18 +281,23 @@ def _recover_from_nan(run, error, step, log):
   """Rolls back to the last checkpoint and skips the batches since; returns the step restored.
 
   As TF Model Garden's `recovery_max_trials`: the batches of the failed steps are not trained
-  on again, so one bad batch cannot cause the same NaN twice.
+  on again, so one bad batch cannot cause the same NaN twice. Every worker detects the NaN at
+  the same step (the loss is summed over all of them, the weights are mirrored) and restores
+  the same checkpoint, from the run's folder. The data offset adds up over recoveries: the
+  training stream goes on where it is, so the skipped batches of every recovery stay skipped,
+  and a later resume from a checkpoint sees the batches this run sees.
 
   Raises:
     TrainingDiverged: after --max_nan_recoveries recoveries, or with no checkpoint to go back to.
   """
-  manager = run.checkpoints.manager
-  if run.nan_recoveries >= run.config.run.max_nan_recoveries or not manager.latest_checkpoint:
+  if (run.nan_recoveries >= run.config.run.max_nan_recoveries
+      or not checkpoints_lib.checkpoints_newest_first(run.run_checkpoints_dir)):
     if run.nan_recoveries:
       raise train_log.TrainingDiverged(f"{error} ({run.nan_recoveries} recoveries tried.)")
     raise error
-  restored = run.checkpoints.restore_newest_readable(manager.directory)
-  run.checkpoints.data_offset.assign_add(step - restored)
+  offset = int(run.checkpoints.data_offset)  # The live stream's; the restore brings an older one.
+  restored = run.checkpoints.restore_newest_readable(run.run_checkpoints_dir)
+  run.checkpoints.data_offset.assign(offset + step - restored)
   run.nan_recoveries += 1
   run.history[:] = [record for record in run.history if record["step"] <= restored]
   log.restart(restored)
@@ -322,9 +357,10 @@ def _export_and_report(run, results, serving_weights, locations):
   classifier = export.build_classifier(run.config, serving_weights, vocabulary)
   facts = {key: results[key] for key in ("test", "validation", "config", "versions", "data",
                                           "step", "precision")}
-  facts["data_statistics"] = data_gate.statistics(metadata)  # The next retraining's baseline.
-  results["export"] = export.export(classifier, locations.export, facts,
-                                    versioned=locations.versioned_export)
+  facts["data_statistics"] = statistics.split_summaries(metadata)  # The next retraining's baseline.
+  with _writing(locations.export, "Exporting the model"):
+    results["export"] = export.export(classifier, locations.export, facts,
+                                      versioned=locations.versioned_export)
   logging.info("Exported the model for serving to %s.", results["export"])
   if tuning.is_tuning_trial():
     metric = run.config.run.tuning_metric

@@ -83,6 +83,33 @@ class TrainLog:
     return stats
 
 
+def closing_summary(results, workdir):
+  """The lines a finished run ends with: what was tested, where the results are, what next.
+
+  Args:
+    results: what `train_lib.train_and_evaluate` returned.
+    workdir: the run's folder.
+  """
+  lines = [f"Trained steps {results['start_step']}-{results['step']} of "
+           f"{results['total_steps']} in {results['wall_seconds']:g} s "
+           f"({results['strategy']['replicas']} replicas)."]
+  if "test" in results:
+    test = results["test"]
+    chosen = ("the best validation" if results["config"]["run"]["export"] == "best"
+              else "the final weights")
+    lines.append(f"Tested the weights of step {results['tested_step']} ({chosen}) on "
+                 f"{test['examples']:,} test reviews: accuracy {test['accuracy']:.4f}, AUC "
+                 f"{test['auc']:.4f} (validation accuracy {results['validation']['accuracy']:.4f}).")
+  lines.append(f"Results: {workdir}/metrics.json; curves: tensorboard --logdir={workdir}")
+  if results.get("export"):
+    lines += [f"Export: {results['export']}",
+              f'Try it: python -m trainer.predict --model={results["export"]} "A wonderful, '
+              'moving film."',
+              f"Promote it: python -m trainer.promote --candidate={results['export']} "
+              "--production=<production folder> --input=<the aclImdb tarball>"]
+  return lines
+
+
 def log_evaluation(summaries, split, results, step):
   """Logs an evaluation of `split` at `step` and writes its scalars through `summaries`."""
   logging.info("%s | step: %d | %s", split, step, results)

@@ -16,9 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer.data import sources
-from trainer.errors import UserInputError
 from trainer import config as config_lib
+from trainer.data import sources
+from trainer import errors
+from trainer.errors import UserInputError
 from trainer import storage
 
 MODEL_DIR = "AIP_MODEL_DIR"
@@ -26,6 +27,7 @@ CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
 TENSORBOARD_DIR = "AIP_TENSORBOARD_LOG_DIR"
 RUN_RECORD_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+STARTS_FILE = "starts.json"  # The steps the run started training at, oldest first.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,19 +61,6 @@ def output_locations(workdir):
       versioned_export=not model_dir)
 
 
-def check_writable(workdir):
-  """Fails now, not after an hour, when the workdir cannot be written."""
-  probe = storage.join(workdir, ".write_probe")
-  try:
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(probe, "w") as f:
-      f.write("ok")
-    tf.io.gfile.remove(probe)
-  except (tf.errors.OpError, OSError) as e:
-    raise UserInputError(f"Cannot write to --workdir={workdir} ({e}). Choose a folder this job "
-                         "can write (a local path or a gs:// bucket it has access to).") from e
-
-
 def versions():
   """Versions of what produced a result."""
   return {"python": platform.python_version(), "tensorflow": tf.__version__,
@@ -101,12 +90,17 @@ def run_record(config, data, **facts):
   return json.loads(json.dumps(record))
 
 
+def run_record_of(locations):
+  """The run record (config.json) of the run at `locations`, or None when there is none yet."""
+  path = locations.file(RUN_RECORD_FILE)
+  return storage.read_json(path) if tf.io.gfile.exists(path) else None
+
+
 def check_resumable(locations, config, data):
   """Refuses to resume a run whose config or vocabulary differ from this one's."""
-  path = locations.file(RUN_RECORD_FILE)
-  if not tf.io.gfile.exists(path):
+  record = run_record_of(locations)
+  if record is None:
     return
-  record = storage.read_json(path)
   old = config_lib.flattened(record.get("result_identity", {}))
   new = config_lib.flattened(json.loads(json.dumps(config.result_identity())))
   changed = sorted(key for key in new if old.get(key) != new[key])
@@ -122,6 +116,33 @@ def check_resumable(locations, config, data):
         f"{old_data.get('data_dir')} (size {old_data.get('vocab_size')}), and "
         f"{data['data_dir']} has another (size {data['vocab_size']}): the embedding rows would "
         "mean other words. Use the original --data_dir, or a new --workdir.")
+
+
+def record_start(locations, step, limit):
+  """Notes that the run starts training at `step`; stops a run that does not get anywhere.
+
+  A job that loses a worker or its storage again and again is restarted again and again (exit
+  42 is not counted against a Job's backoffLimit): once `limit` starts in a row began at the
+  same checkpoint, with no new one saved in between, the run stops for good with exit 2.
+
+  Raises:
+    errors.NoProgress: at the start after `limit` such starts (never with `limit` 0).
+  """
+  path = locations.file(STARTS_FILE)
+  starts = storage.read_json(path)["steps"] if tf.io.gfile.exists(path) else []
+  same = 0  # Starts right before this one at the same step.
+  for previous in reversed(starts):
+    if previous != step:
+      break
+    same += 1
+  if limit and same >= limit:
+    raise errors.NoProgress(
+        f"This run has started {same} times in a row at step {step} without saving a new "
+        f"checkpoint (--max_restarts_without_progress={limit}): something stops it every time "
+        "(the logs of every worker say what: a lost worker, unavailable storage, a crash). It "
+        f"stops for good (exit {errors.USER_ERROR_EXIT_CODE}). Fix the cause, then delete "
+        f"{path} to try again.")
+  storage.write_json_atomically(path, {"steps": starts[-max(limit, 1) * 2:] + [step]})
 
 
 def previous_results(locations):

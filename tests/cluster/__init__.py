@@ -1,0 +1,1 @@
+"""Tests of trainer.cluster: cluster descriptions, peers, strategy, GPUs."""

@@ -1,0 +1,1 @@
+"""Tests of trainer.data: sources, tokenizer, prepare and the input pipeline."""

@@ -1,0 +1,1 @@
+"""Tests of docker/, k8s/ and vertex/: manifests, linters, the pods' commands."""

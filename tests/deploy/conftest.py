@@ -1,0 +1,35 @@
+"""Fixtures of the deployment tests: the rendered overlays; a missing tool fails under CI."""
+
+import os
+
+import pytest
+
+from trainer.testing import manifests
+
+
+def missing_tool(message):
+  """Fails the test under CI (CI is set), where every tool must be there; else skips it."""
+  if os.environ.get("CI"):
+    pytest.fail(message)
+  pytest.skip(message)
+
+
+@pytest.fixture
+def kustomize():
+  """`manifests.kustomize`, skipping (failing under CI) where kubectl is missing."""
+  def render(directory):
+    """The objects `kubectl kustomize` renders from `directory`."""
+    try:
+      return manifests.kustomize(directory)
+    except manifests.KubectlMissing as e:
+      missing_tool(str(e))
+  return render
+
+
+@pytest.fixture(scope="module")
+def rendered():
+  """{overlay: [objects]} of every overlay (skipped, or failed under CI, without kubectl)."""
+  try:
+    return manifests.render_overlays()
+  except manifests.KubectlMissing as e:
+    missing_tool(str(e))

@@ -1,0 +1,1 @@
+"""Tests of trainer.modeling: the classifier."""

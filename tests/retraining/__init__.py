@@ -1,0 +1,1 @@
+"""Tests of trainer.retraining: the scheduled job and its data gate."""

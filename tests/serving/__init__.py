@@ -1,0 +1,1 @@
+"""Tests of trainer.serving: export, predict, promotion and its statistics."""

@@ -1,0 +1,1 @@
+"""Tests of trainer.training: steps, optimizer, the loop, checkpoints, faults."""

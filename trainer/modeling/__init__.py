@@ -1,0 +1,1 @@
+"""The model: BiLSTM/BiGRU classifier layers and per-example dropout noise (training and serving)."""
