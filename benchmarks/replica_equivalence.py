@@ -2,14 +2,14 @@ r"""One worker vs two MultiWorkerMirrored workers on the real data, dropout on: 
 
   python benchmarks/replica_equivalence.py --data_dir=/tmp/imdb_prepared [--max_steps=0]
 
-Trains the `local` preset with the `default` preset's dropout (embedding 0.2, word 0.2, output
-0.3) and --deterministic twice with the same global batch: in one process, and in two processes
-under MultiWorkerMirroredStrategy on loopback (TF_CONFIG). Prints the test loss and accuracy of
+Trains the `local` preset for one epoch (1,406 steps of 16 reviews) with the `default` preset's
+dropout (embedding 0.2, word 0.2, output 0.3) and --deterministic twice with the same global
+batch: in one process, and in two processes under MultiWorkerMirroredStrategy on loopback
+(TF_CONFIG). Prints the test loss and accuracy of
 both and their difference; the last line is JSON, also written to
 benchmarks/results/replica-equivalence.json.
 """
 
-import datetime
 import json
 import os
 import socket
@@ -25,7 +25,9 @@ import common
 FLAGS = flags.FLAGS
 common.define_data_flags()
 flags.DEFINE_integer("max_steps", 0, "Stop after this step (0: the preset's whole epoch).")
-_DROPOUT = ["--embedding_dropout=0.2", "--word_dropout=0.2", "--dropout=0.3"]
+flags.DEFINE_string("workdir", None, "Where the runs write (a new temporary folder if unset); "
+                    "runs there are resumed, finished ones evaluated again.")
+_DROPOUT = ["--embedding_dropout=0.2", "--word_dropout=0.2", "--dropout=0.3", "--epochs=1"]
 _RUN_SECONDS = 1800
 
 
@@ -60,15 +62,17 @@ def train(workdir, data_dir, workers):
 def main(argv):
   """Trains both ways and prints the comparison."""
   del argv
-  workdir = tempfile.mkdtemp(prefix="replica_equivalence_")
+  workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="replica_equivalence_")
   data_dir = common.prepared_data_dir(workdir)
   runs = {workers: train(os.path.join(workdir, f"{workers}_workers"), data_dir, workers)
           for workers in (1, 2)}
   summary = {f"{name}_{workers}_workers": round(runs[workers]["test"][name], 5)
              for workers in runs for name in ("loss", "accuracy")}
-  summary.update(steps=runs[1]["step"], date=datetime.date.today().isoformat(),
-                 test_loss_difference=round(abs(runs[1]["test"]["loss"]
-                                                - runs[2]["test"]["loss"]), 5))
+  summary.update(steps=runs[1]["step"], test_loss_difference=round(abs(runs[1]["test"]["loss"]
+                                                - runs[2]["test"]["loss"]), 5),
+                 same_final_weights=(runs[1]["final_weights_sha256"]
+                                     == runs[2]["final_weights_sha256"]),
+                 **common.run_facts())
   print(json.dumps(summary))
   common.write_result("replica-equivalence.json", summary)
 

@@ -21,7 +21,7 @@ sys.path.insert(0, REPOSITORY)  # The trainer package, run from a checkout.
 from trainer import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 RESULTS = os.path.join(REPOSITORY, "benchmarks", "results")
 DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/data.md", "docs/scaling.md",
-             "docs/training.md")
+             "docs/training.md", "docs/operations.md")
 
 
 def _load(name):
@@ -114,19 +114,51 @@ def scale_table():
 
 
 def accuracy_table():
-  """Test accuracy of the presets measured by benchmarks/accuracy.py."""
+  """Test accuracy of the configurations measured by benchmarks/accuracy.py, over their seeds.
+
+  A configuration run over several seeds has a summary file (mean ± standard deviation); one
+  run once has its seed's file only.
+  """
+  names = sorted(name for name in os.listdir(RESULTS) if name.startswith("accuracy-"))
+  summaries = [name for name in names if name.endswith("-summary.json")]
+  covered = {name.rsplit("-seed", 1)[0] for name in names if "-seed" in name} & {
+      name[:-len("-summary.json")] for name in summaries}
   rows = []
-  for name in sorted(os.listdir(RESULTS)):
-    if name.startswith("accuracy-"):
+  for name in summaries:
+    result = _load(name)
+    rows.append((f"`{result['preset']}` ({result['export']} weights)",
+                 f"**{result['test_accuracy_mean']:.4f} ± {result['test_accuracy_std']:.4f}**",
+                 f"{result['test_accuracy_min']:.4f}-{result['test_accuracy_max']:.4f}",
+                 ", ".join(map(str, result["seeds"])), f"{result['wall_seconds_mean']:,} s",
+                 f"{result['train_examples_per_s_mean']:,}", result["date"][:10], f"`{name}`"))
+  for name in names:
+    if "-seed" in name and name.rsplit("-seed", 1)[0] not in covered:
       result = _load(name)
       rows.append((f"`{result['preset']}` ({result['export']} weights)",
-                   f"**{result['test_accuracy']}**", result["test_auc"],
-                   result["validation_accuracy"], f"{result['steps']:,}",
-                   f"{result['wall_seconds']:,} s", result["date"], f"`{name}`"))
+                   f"**{result['test_accuracy']:.4f}**", "-", str(result["seed"]),
+                   f"{result['wall_seconds']:,} s", f"{result['train_examples_per_s']:,}",
+                   result["date"][:10], f"`{name}`"))
   if not rows:
     return None
-  return _rows(("preset", "test accuracy", "test AUC", "validation accuracy", "steps",
-                "wall time", "date", "file"), rows)
+  return _rows(("preset", "test accuracy (mean ± std)", "min-max", "seeds", "wall time per run",
+                "train examples/s", "date", "file"), rows) + (
+                    "\n\nOn the official 25,000 test reviews; standard deviation over the seeds "
+                    "(n - 1).")
+
+
+def examples_table(name):
+  """What an export said about the reviews of benchmarks/examples.py."""
+  result = _load(f"examples-{name}.json")
+  if result is None:
+    return None
+  rows = []
+  for example in result["examples"]:
+    verdict = {True: "right", False: "**wrong**", None: "-"}[example["right"]]
+    rows.append((f"\"{example['review']}\"" if example["review"] else "(empty)", example["kind"],
+                 example["sentiment"], f"{example['probability']:.3f}", verdict,
+                 example.get("warning") or ""))
+  return _rows(("review", "what it tries", "answer", "probability positive", "", "warning"),
+               rows, numbers=False) + _source(f"examples-{name}.json", result)
 
 
 def _default_text(value):
@@ -154,6 +186,7 @@ def config_table():
 TABLES = {
     "config": config_table,
     "accuracy": accuracy_table,
+    "examples-default": lambda: examples_table("default"),
     "input-pipeline-500": lambda: input_pipeline_table(500),
     "input-pipeline-1000": lambda: input_pipeline_table(1000),
     "scale": scale_table,

@@ -8,7 +8,9 @@
    cuDNN libraries the image loads match TensorFlow's build; --require_gpus stops a GPU-less run.
 2. The manifests' own pod specs, rendered with kustomize: each container's command, arguments
    and environment as rendered, with only the storage (gs://BUCKET/imdb -> a mounted folder)
-   and the workers' addresses (-> loopback ports) swapped; several workers on the host network.
+   and the workers' ports swapped (their host names resolve to loopback); several workers on the
+   host network. A misspelt flag in each pod's command exits 2 with one line; multi-host and
+   jobset run side by side without meeting; the preflight component runs on multi-host's pods.
 3. docker stop on one worker mid-run: every worker exits 42 at the same step; started again they
    finish with the weights of an uninterrupted run (--deterministic). The SIGTERM-to-exit time of
    one worker and of two is measured.
@@ -119,6 +121,7 @@ class Runs:
     self.image = image
     self.storage = storage
     self.runs = 0
+    self.port_prefixes = set()  # Handed out to workers (two overlays may start side by side).
 
   def environment(self, objects, template, field_values=None):
     """The rendered container's environment with the bucket swapped for the mounted folder."""
@@ -126,13 +129,13 @@ class Runs:
         objects, manifests.main_container_of(template), field_values or pod_fields("pod"))
     return {name: value.replace(BUCKET_PREFIX, STORAGE) for name, value in environment.items()}
 
-  def start(self, template, environment, network, command=None, binds=(), image=None):
+  def start(self, template, environment, network, command=None, binds=(), image=None, hosts=()):
     """Starts one container of `template` (the image and command as given); returns it."""
     self.runs += 1
     name = f"imdb-check-{os.getpid()}-{self.runs}"
     return Container(manifests.docker_run_command(
         template, environment, image or self.image, name, network,
-        binds=[f"{self.storage}:{STORAGE}", *binds], command=command))
+        binds=[f"{self.storage}:{STORAGE}", *binds], command=command, hosts=hosts))
 
   def run(self, template, environment, network, command=None, binds=(), expect=0, image=None):
     """Runs one container to its end; returns its logs after checking its exit code."""
@@ -148,21 +151,29 @@ class Runs:
   def start_workers(self, objects, extra_args=(), field_values=None):
     """Starts every worker of a rendered overlay on loopback; returns the containers.
 
-    The workers' addresses (TRAINER_WORKER_ADDRESS_TEMPLATE) become free loopback ports, the
-    GPUs they must see 0; each worker gets JOB_COMPLETION_INDEX as an Indexed Job's pod does.
+    The workers keep their rendered host names (TRAINER_WORKER_ADDRESS_TEMPLATE), which resolve
+    to loopback in every worker (docker's --add-host: a cluster's DNS), on free ports instead of
+    the pods' one; they must see 0 GPUs; each gets JOB_COMPLETION_INDEX as an Indexed Job's pod.
     """
     (template,) = manifests.pod_templates_of(manifests.workload_of(objects))
     environment = self.environment(objects, template, field_values)
     if "TRAINER_REQUIRE_GPUS" in environment:
       environment["TRAINER_REQUIRE_GPUS"] = "0"  # No GPU here (check_cuda_libraries tests 4).
     workers = int(environment.get("TRAINER_NUM_WORKERS", 1))
+    hosts = []
     if "TRAINER_WORKER_ADDRESS_TEMPLATE" in environment:
-      environment["TRAINER_WORKER_ADDRESS_TEMPLATE"] = (
-          f"127.0.0.1:{free_port_prefix(workers)}{{index}}")
+      host = environment["TRAINER_WORKER_ADDRESS_TEMPLATE"].rsplit(":", 1)[0]
+      hosts = [f"{host.replace('{index}', str(index))}:127.0.0.1" for index in range(workers)]
+      prefix = free_port_prefix(workers, exclude=self.port_prefixes)
+      self.port_prefixes.add(prefix)
+      environment["TRAINER_WORKER_ADDRESS_TEMPLATE"] = f"{host}:{prefix}{{index}}"
     container = manifests.main_container_of(template)
     command = container["command"] + container.get("args", []) + list(extra_args)
-    return [self.start(template, {**environment, "JOB_COMPLETION_INDEX": str(index)}, "host",
-                       command=command) for index in range(workers)]
+    started = [self.start(template, {**environment, "JOB_COMPLETION_INDEX": str(index)}, "host",
+                          command=command, hosts=hosts) for index in range(workers)]
+    for worker, host in zip(started, hosts):
+      worker.host = host.split(":")[0]  # Its name in the cluster's DNS.
+    return started
 
 
 def finish(workers, expect=0):
@@ -269,6 +280,57 @@ def check_training_pods(runs, overlay, run_id):
         f"{final_weights(logs)[:16]}..., {time.monotonic() - start:.0f} s", flush=True)
 
 
+@step("manifests: a misspelt flag in each pod's command exits 2 with one line (all at once)")
+def check_bad_flags(runs):
+  """Each overlay's pod, with --global_batch_sise added to its command, fails at once: exit 2."""
+  started = []
+  for overlay in ("prepare", "single-host", "multi-host", "jobset", "retrain"):
+    objects = render(overlay)
+    (template,) = manifests.pod_templates_of(manifests.workload_of(objects))
+    container = manifests.main_container_of(template)
+    command = container["command"] + container.get("args", []) + ["--global_batch_sise=96"]
+    started.append((overlay, runs.start(template, runs.environment(objects, template), "none",
+                                        command=command)))
+  for overlay, logs in zip([overlay for overlay, _ in started],
+                           finish([container for _, container in started], expect=2)):
+    errors = [line for line in logs.splitlines() if line.startswith("error:")]
+    check(len(errors) == 1 and "global_batch_sise" in errors[0] and "Traceback" not in logs,
+          f"{overlay}: not one error line naming the flag:\n{logs[-3000:]}")
+    print(f"   {overlay}: exit 2, {errors[0][:100]}", flush=True)
+
+
+@step("manifests: multi-host and jobset side by side (4 workers at once), apart")
+def check_side_by_side(runs):
+  """Two overlays' workers at once: their host names and run folders differ, both finish."""
+  overlays = ("multi-host", "jobset")
+  workers = {overlay: runs.start_workers(render(overlay), field_values=pod_fields(overlay))
+             for overlay in overlays}
+  names = {overlay: {worker.host for worker in started} for overlay, started in workers.items()}
+  logs = {overlay: finish(started) for overlay, started in workers.items()}
+  check(not set.intersection(*names.values()), f"the overlays' workers share names: {names}")
+  for overlay in overlays:
+    (run,) = runs.storage.rglob(f"uid-{overlay}")
+    check((run / "checkpoints").is_dir(), f"{overlay}: nothing in its run folder {run}")
+    print(f"   {overlay}: {len(logs[overlay])} worker(s) at {sorted(names[overlay])}, run "
+          f"{run.relative_to(runs.storage)}, final weights {final_weights(logs[overlay])[:16]}...",
+          flush=True)
+
+
+@step("manifests: the preflight component on multi-host's pods (2 workers)")
+def check_preflight_pods(runs, work_dir):
+  """python -m trainer.preflight in the training pods: peers, all-reduce across them, exit 0."""
+  folder = writable_folder(work_dir / "preflight-overlay")
+  objects = manifests.kustomize_composed(folder, "multi-host", ["preflight"])
+  logs = finish(runs.start_workers(objects, ["--preflight_steps=3"], pod_fields("preflight")))
+  screens = [match.group(0) for match in (
+      re.search(r"preflight of .*?\npreflight: [^\n]*", log, re.S) for log in logs) if match]
+  check(len(screens) == len(logs), f"a worker printed no screen:\n{logs[-1][-3000:]}")
+  for screen in screens:
+    check(re.search(r"ok +all-reduce .* over 2 replica\(s\) on 2 worker\(s\)", screen)
+          and ", 0 failed," in screen, f"the preflight's screen:\n{screen[-3000:]}")
+  print(screens[0], flush=True)
+
+
 @step("manifests: the retrain overlay's pods (2 workers), then production promoted")
 def check_retrain_pods(runs):
   """Retraining on the manifests' workers prepares, trains and promotes its candidate."""
@@ -334,9 +396,10 @@ def main():
   checks = [lambda: check_commands(runs, tarball),
             lambda: check_cuda_libraries(runs, args.base_image),
             lambda: check_prepare_pod(runs, small)]
-  checks += [lambda overlay=overlay: check_training_pods(runs, overlay, overlay)
-             for overlay in ("single-host", "multi-host", "jobset")]
-  checks += [lambda: check_retrain_pods(runs), lambda: check_preemption(runs)]
+  checks += [lambda: check_bad_flags(runs),
+             lambda: check_training_pods(runs, "single-host", "single-host"),
+             lambda: check_side_by_side(runs), lambda: check_preflight_pods(runs, args.work_dir),
+             lambda: check_retrain_pods(runs), lambda: check_preemption(runs)]
   for passed, run_check in enumerate(checks):
     try:
       run_check()

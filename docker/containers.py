@@ -23,6 +23,7 @@ class Container:
   def __init__(self, run_command):
     """Starts the container of `run_command` (a list beginning with docker run -d --name=...)."""
     (self.name,) = [part.split("=", 1)[1] for part in run_command if part.startswith("--name=")]
+    self.host = None  # The pod's host name in a cluster, when it plays a worker of one.
     docker("rm", "-f", self.name, check=False)  # Left over by an interrupted earlier run.
     docker(*run_command[1:])
 

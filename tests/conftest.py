@@ -1,9 +1,11 @@
 """Shared fixtures: small generated IMDB corpora in the aclImdb, tarball and prepared formats."""
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from gcp_storage_emulator import server as emulator_server  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -33,6 +35,19 @@ def mirrored():
   one over the same devices can collide with the first one's collectives.
   """
   return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture
+def emulator(monkeypatch):
+  """gcp-storage-emulator on 127.0.0.1, named by STORAGE_EMULATOR_HOST (no preconditions)."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  server = emulator_server.create_server("127.0.0.1", port, in_memory=True)
+  server.start()
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+  yield
+  server.stop()
 
 
 @pytest.fixture(scope="session")

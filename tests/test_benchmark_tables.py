@@ -46,3 +46,23 @@ def test_a_table_without_its_result_file_is_left_alone(results):
   """No result file: the region stays as written."""
   document = "<!-- table:scale -->\nmeasured by hand\n<!-- /table:scale -->"
   assert tables.render(document) == document
+
+
+def test_accuracy_over_seeds_is_mean_and_standard_deviation(results):
+  """A summary file gives one row, mean ± std over its seeds; its seed files give no row of
+  their own; a configuration run once keeps its single row."""
+  for seed, accuracy in ((0, 0.9), (1, 0.902)):
+    (results / f"accuracy-default-best-seed{seed}.json").write_text(json.dumps({
+        "preset": "default", "export": "best", "seed": seed, "test_accuracy": accuracy,
+        "wall_seconds": 600.0, "train_examples_per_s": 130.0, "date": "2026-12-06"}))
+  (results / "accuracy-default-best-summary.json").write_text(json.dumps({
+      "preset": "default", "export": "best", "seeds": [0, 1], "test_accuracy_mean": 0.901,
+      "test_accuracy_std": 0.0014, "test_accuracy_min": 0.9, "test_accuracy_max": 0.902,
+      "wall_seconds_mean": 600.0, "train_examples_per_s_mean": 130.0, **_RUN}))
+  (results / "accuracy-keras_example-final-seed0.json").write_text(json.dumps({
+      "preset": "keras_example", "export": "final", "seed": 0, "test_accuracy": 0.8584,
+      "wall_seconds": 295.0, "train_examples_per_s": 200.0, "date": "2026-12-03"}))
+  table = tables.accuracy_table()
+  assert "| `default` (best weights) | **0.9010 ± 0.0014** | 0.9000-0.9020 | 0, 1 |" in table
+  assert "| `keras_example` (final weights) | **0.8584** | - | 0 |" in table
+  assert table.count("`default`") == 1

@@ -12,7 +12,7 @@ from trainer import cli
 from trainer import config as config_lib
 from trainer.errors import UserInputError
 
-COMMANDS = ("train", "prepare", "predict", "promote", "retrain")
+COMMANDS = ("train", "prepare", "predict", "promote", "retrain", "preflight")
 
 cli.define_flags(cli.RUN_FLAG_GROUPS)
 

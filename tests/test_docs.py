@@ -1,6 +1,7 @@
 """The docs stay true to the code: the README's layout names every module, the tables are current."""
 
 import os
+import re
 import pathlib
 import sys
 
@@ -41,3 +42,19 @@ def test_every_document_with_a_table_is_rendered():
   marked = {os.path.relpath(path, REPO) for path in [REPO / "README.md", *REPO.glob("docs/*.md")]
             if "<!-- table:" in path.read_text()}
   assert marked <= set(tables.DOCUMENTS)
+
+
+def test_every_fault_in_the_operations_table_names_tests_that_exist():
+  """Each row of docs/operations.md's fault table names test files and tests found in them."""
+  operations = (REPO / "docs" / "operations.md").read_text()
+  table = operations[operations.index("| fault |"):operations.index("\n\n", operations.index(
+      "| fault |"))]
+  rows = table.splitlines()[2:]
+  assert len(rows) >= 10
+  for row in rows:
+    cell = row.split("|")[-2]
+    files = re.findall(r"\((\.\./tests/[\w/]+\.py)\)", cell)
+    assert files, row
+    tests = "".join((REPO / "docs" / path).resolve().read_text() for path in files)
+    for name in re.findall(r"`(\w+)`", cell):
+      assert re.search(rf"def test_\w*{name}", tests), (name, files)

@@ -13,8 +13,8 @@ FLOORS = {
     "modeling": 2,
     "serving": 3,
     "training": 4,
-    "retraining": 5,
-    "cli": 6, "train": 6, "prepare": 6, "predict": 6, "promote": 6, "retrain": 6,
+    "retraining": 5, "diagnostics": 5,
+    "cli": 6, "train": 6, "prepare": 6, "predict": 6, "promote": 6, "retrain": 6, "preflight": 6,
     "testing": 7,
 }
 # `config.get_preset` loads trainer/configs/<name>.py by name (importlib): the one import that runs

@@ -192,3 +192,11 @@ def test_open_store_refuses_a_file(tmp_path):
   write_file(str(tmp_path / "file"), "")
   with pytest.raises(UserInputError, match="is a file: pass a directory"):
     storage.open_store(str(tmp_path / "file"))
+
+
+@pytest.mark.parametrize("path", ["gs://bucket/runs/", "/tmp/runs/", ""])
+def test_a_run_folder_with_an_empty_name_is_refused(path):
+  """An empty last part ($(RUN_ID) expanded to nothing) is refused, naming the JobSet version."""
+  with pytest.raises(UserInputError, match=r"--workdir=.*last part, is empty.*JobSet v0\.9\.0"):
+    storage.check_run_folder(path, "--workdir")
+  storage.check_run_folder(f"{path or '/tmp/'}uid-1", "--workdir")

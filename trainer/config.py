@@ -98,26 +98,28 @@ class InputConfig(Options):
   keep: str = option("last", "Which end of a long review is kept.", choices=KEEP_CHOICES)
   sort_window_batches: int = option(64, "Batches sorted by length together (length bucketing).",
                                     bound="positive")
-  input_cache: str = option("auto", "memory: each worker holds its share of the reviews in "
-                            "memory; stream: reads its shards as a stream (memory bounded); "
-                            "auto: memory when the share's files fit in 2 GiB.",
+  input_cache: str = option("auto", "memory: each worker holds all the training reviews (the "
+                            "same global batches at any cluster shape) and its share of the "
+                            "evaluation reviews; stream: reads its share of the shards as a "
+                            "stream (memory bounded; the batches depend on the number of "
+                            "workers); auto: memory when those files fit in 2 GiB.",
                             choices=INPUT_CACHE_CHOICES)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(Options):
-  """The BiLSTM classifier."""
+  """The bidirectional recurrent classifier (BiGRU by default, BiLSTM with rnn=lstm)."""
   embedding_dim: int = option(128, "Width of the word embedding.", bound="positive")
-  rnn: str = option("lstm", "Recurrent cell (gru: fewer parameters, often as accurate).",
+  rnn: str = option("gru", "Recurrent cell (lstm: the classic cell, more parameters).",
                     choices=RNN_CHOICES)
   rnn_units: tuple[int, ...] = option(
       (64,), "Units per direction of each bidirectional layer, e.g. 64,64.", bound="positive")
   pooling: str = option("max_mean", "last: final states; max_mean: masked max and mean over "
                         "time.", choices=POOLING_CHOICES)
-  embedding_dropout: float = option(0.2, "Dropout of whole embedding channels.", bound="fraction")
-  word_dropout: float = option(0.2, "Dropout of whole words (their embedding is zeroed).",
+  embedding_dropout: float = option(0.3, "Dropout of whole embedding channels.", bound="fraction")
+  word_dropout: float = option(0.3, "Dropout of whole words (their embedding is zeroed).",
                                bound="fraction")
-  dropout: float = option(0.3, "Dropout before the output layer.", bound="fraction")
+  dropout: float = option(0.5, "Dropout before the output layer.", bound="fraction")
 
   def check(self):
     """Raises ValueError naming the first field whose value cannot work."""
@@ -148,6 +150,8 @@ class TrainingConfig(Options):
   ema_momentum: float = option(0.999, "Evaluate and export a moving average of the weights "
                                "with this momentum; 0 = off.", bound="fraction")
   seed: int = option(0, "Seeds the initial weights, dropout and the training data order.")
+  warm_start: str = option("", "Initialise the weights from this export (retrain: 'production', "
+                           "its current model); its model config and vocabulary must match.")
 
 
 @dataclasses.dataclass(frozen=True)

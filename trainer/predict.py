@@ -5,8 +5,11 @@ r"""Classifies raw reviews with an exported model.
 
 --model is an export (a version folder with `saved_model.pb`), a folder of versions, or a
 training workdir. Reviews come from the arguments, or one per line on standard input. Each
-review gives one output line: `probability<TAB>sentiment<TAB>the review's start`, or with
---format=json a JSON object with `index`, `probability`, `label` (1 = positive), `sentiment`.
+review gives one output line: `probability<TAB>sentiment<TAB>the review's start`, followed by
+`<TAB>WARNING: ...` when the review is empty or mostly of words the model does not know; or
+with --format=json a JSON object with `index`, `probability`, `label` (1 = positive),
+`sentiment`, `token_count`, `oov_share` (the share of its tokens the model does not know) and
+`warning` (null when none).
 """
 
 import dataclasses

@@ -7,9 +7,10 @@ r"""The scheduled retraining job in one command: prepare if needed, gate, train,
 Run it on every worker of a multi-host job, with the cluster flags of trainer.train: the chief
 prepares and promotes, all train. The run folder is `<runs_dir>/<run_name>` (default: the UTC date
 and time; pass a fixed --run_name, e.g. the Kubernetes Job's name, so that a restarted pod
-resumes the same run). Every config field is a flag, as in trainer.train. Exit codes: 0 done
-(promoted or refused), 2 bad input, 3 regression alert, 4 data drift refused, 5 the candidate
-failed the serving gate, 42 preempted (restart), 43 the chief never prepared the data (retry).
+resumes the same run). Every config field is a flag, as in trainer.train; --warm_start=production
+starts from the production model's weights. Exit codes: 0 done (promoted or refused), 2 bad
+input, 3 regression alert, 4 data drift refused, 5 the candidate failed the serving gate, 42
+preempted (restart), 43 the chief never prepared or checked the data (retry).
 The work is `training.retrain_lib.retrain`.
 """
 
@@ -43,7 +44,9 @@ def main():
   """Runs the scheduled job with the flags' settings."""
   config = cli.config_from_flags()
   options = cli.options_from_flags(RetrainOptions())
-  run_dir = storage.join(options.runs_dir, options.run_name or retrain_lib.default_run_name())
+  run_name = retrain_lib.default_run_name() if options.run_name is None else options.run_name
+  run_dir = storage.join(options.runs_dir, run_name)
+  storage.check_run_folder(run_dir, "--runs_dir and --run_name")  # An empty --run_name too.
   # First of all TF: MultiWorkerMirroredStrategy needs it. A trained run needs no cluster.
   strategy = cli.strategy_from_flags(
       config, trained=train_lib.training_is_done(run_dir, config.run.max_steps))

@@ -83,6 +83,28 @@ def join(directory, *names):
   return os.path.join(directory, *names)
 
 
+def check_run_folder(path, flag):
+  """Refuses a run folder whose name (its last part) is empty: an unexpanded run id.
+
+  `--workdir=$(WORKDIR)/$(RUN_ID)` with an empty RUN_ID (a label the cluster does not set)
+  would put every run in the same folder, each resuming the last one's checkpoints.
+
+  Args:
+    path: the run folder, a local path or URI.
+    flag: the flag (or flags) that named it, for the message, e.g. "--workdir".
+
+  Raises:
+    UserInputError: naming the folder, and the JobSet version that sets the run's id.
+  """
+  if path.rstrip() and not path.endswith(("/", os.sep)):
+    return
+  raise UserInputError(
+      f"{flag}={path!r}: the run folder's name, its last part, is empty. Under Kubernetes the "
+      "run id (RUN_ID, a label of the pod) expanded to nothing: a JobSet's pods carry the label "
+      "jobset.sigs.k8s.io/jobset-uid from JobSet v0.9.0 on, so upgrade its controller. "
+      "Elsewhere, name the folder without a trailing '/'.")
+
+
 def temporary_name(path):
   """Returns a unique sibling name for `path` that readers never mistake for it."""
   return f"{path}{TEMP_MARKER}{uuid.uuid4().hex}"

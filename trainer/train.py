@@ -19,6 +19,7 @@ from trainer.config import Options
 from trainer.data import prepare
 from trainer.data import sources
 from trainer.errors import UserInputError
+from trainer import storage
 from trainer.training import train_lib
 from trainer.training import train_log
 from trainer.training import workdir as workdir_lib
@@ -31,19 +32,27 @@ class TrainOptions(Options):
                                "Default on Vertex AI: the parent folder of AIP_MODEL_DIR.")
 
 
-def main():
-  """Trains with the configuration given by the flags."""
-  config = cli.config_from_flags()
+def workdir_from_flags():
+  """The run folder of --workdir (or Vertex AI's); refused when missing or its name is empty."""
   workdir = cli.options_from_flags(TrainOptions()).workdir or workdir_lib.default_workdir()
   if not workdir:
     raise UserInputError("Give --workdir=<output folder> (local or gs://).")
+  storage.check_run_folder(workdir, "--workdir")
+  return workdir
+
+
+def main():
+  """Trains with the configuration given by the flags."""
+  config = cli.config_from_flags()
+  workdir = workdir_from_flags()
   # First of all TF: MultiWorkerMirroredStrategy needs it. A trained run needs no cluster.
   strategy = cli.strategy_from_flags(
       config, trained=train_lib.training_is_done(workdir, config.run.max_steps))
   config = prepare.prepare_for_run(config, cli.options_from_flags(sources.SourceOptions()).read,
                                    workdir, strategy_lib.num_workers(strategy))
   results = train_lib.train_and_evaluate(config, workdir, strategy)
-  print("\n".join(train_log.closing_summary(results, workdir)), flush=True)
+  if strategy_lib.is_chief(strategy):  # It alone writes the results.
+    print("\n".join(train_log.closing_summary(results, workdir)), flush=True)
 
 
 FLAG_GROUPS = (*cli.RUN_FLAG_GROUPS, TrainOptions)

@@ -15,12 +15,14 @@ def missing_tool(message):
 
 
 @pytest.fixture
-def kustomize():
-  """`manifests.kustomize`, skipping (failing under CI) where kubectl is missing."""
-  def render(directory):
-    """The objects `kubectl kustomize` renders from `directory`."""
+def composed(tmp_path):
+  """`manifests.kustomize_composed` in a new folder; skipped (failed under CI) without kubectl."""
+  def render(overlay, *components):
+    """The objects of k8s/overlays/<overlay> with k8s/components/<component>... added."""
+    folder = tmp_path / "-".join([overlay, *components])
+    folder.mkdir()
     try:
-      return manifests.kustomize(directory)
+      return manifests.kustomize_composed(folder, overlay, components)
     except manifests.KubectlMissing as e:
       missing_tool(str(e))
   return render

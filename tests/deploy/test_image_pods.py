@@ -42,7 +42,7 @@ def test_retrain_environment_resolves_fields_in_order(rendered):
   environment = pod_environment(objects, template["spec"]["containers"][0], FIELDS)
   assert environment["JOB_NAME"] == "imdb-retrain-123"
   assert environment["TRAINER_WORKER_ADDRESS_TEMPLATE"] == (
-      "imdb-retrain-123-{index}.imdb-retrain-workers:2222")
+      "imdb-retrain-123-{index}.imdb-retrain:2222")
   with pytest.raises(ValueError, match="JOB_NAME comes from .*job-name"):
     pod_environment(objects, template["spec"]["containers"][0], {})
 

@@ -8,15 +8,15 @@ checkov's Kubernetes checks are in test_linters.py; docker/test_image.sh runs th
 """
 
 import json
-import os
 import re
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from trainer import errors
 from trainer.testing.manifests import environment_of
+from trainer.testing.manifests import GPU_OVERLAYS
+from trainer.testing.manifests import JOB_OVERLAYS
 from trainer.testing.manifests import job_specs_of
 from trainer.testing.manifests import KUBERNETES_VERSION
 from trainer.testing.manifests import load_yaml
@@ -31,7 +31,6 @@ from trainer.testing.manifests import workload_of
 RECOMMENDED_LABELS = ("name", "instance", "version", "component", "part-of", "managed-by")
 RESTART_ME_EXIT_CODE = errors.RESTART_EXIT_CODE  # The trainer saved on SIGTERM: "restart me".
 CUSTOM_KINDS = ("JobSet", "TFJob")  # Validated against their CRDs' vendored schemas.
-JOB_OVERLAYS = ("prepare", "single-host", "multi-host", "jobset", "retrain")  # Kubernetes Jobs.
 MULTI_WORKER_OVERLAYS = ("multi-host", "jobset", "retrain")
 
 
@@ -122,7 +121,8 @@ def test_vertex_specs_validate():
   """The CustomJob specs match the Vertex AI v1 fields and the image that k8s deploys."""
   validator = schema_validator(REPO / "vertex" / "schemas" / "custom-job-spec.schema.yaml")
   specs = sorted((REPO / "vertex").glob("*.yaml"))
-  assert [p.name for p in specs] == ["multi-worker.yaml", "retrain.yaml", "single-worker.yaml"]
+  assert [p.name for p in specs] == ["multi-worker.yaml", "preflight.yaml", "retrain.yaml",
+                                     "single-worker.yaml"]
   image = load_yaml(REPO / "k8s" / "base" / "kustomization.yaml")["images"][0]
   for path in specs:
     spec = load_yaml(path)
@@ -227,7 +227,8 @@ def test_resources_are_requested_and_limited(rendered, overlay):
 
 TRAIN_FLAGS = {"--data_dir", "--workdir", "--preset"}
 RETRAIN_FLAGS = {"--input", "--data_cache", "--runs_dir", "--run_name", "--production", "--preset"}
-CLUSTER_FLAGS = {"--cluster_wait_seconds", "--global_batch_size"}
+CLUSTER_FLAGS = {"--cluster_wait_seconds", "--global_batch_size", "--learning_rate",
+                 "--warmup_steps"}
 
 
 @pytest.mark.parametrize("overlay,module,flags", [
@@ -355,7 +356,7 @@ def test_multi_host_workers_find_each_other(rendered, overlay):
 # --- GPUs, nodes, runs.
 
 
-@pytest.mark.parametrize("overlay", ["single-host", "multi-host", "jobset", "tfjob", "retrain"])
+@pytest.mark.parametrize("overlay", GPU_OVERLAYS)
 def test_gpu_pods_ask_for_their_gpus_and_node(rendered, overlay):
   """The trainer is told how many GPUs it holds (it stops if it sees fewer), and GKE which."""
   for template in pod_templates_of(workload_of(rendered[overlay])):
@@ -382,14 +383,9 @@ def test_each_training_job_writes_its_own_run(rendered, overlay, label):
 
 
 @pytest.mark.parametrize("overlay", ["prepare", "single-host", "multi-host"])
-def test_data_volume_component_moves_paths_to_a_volume(tmp_path, overlay, kustomize):
+def test_data_volume_component_moves_paths_to_a_volume(overlay, composed):
   """components/data-volume on a Job overlay: the claim at /data, the paths under it."""
-  relative = os.path.relpath(REPO / "k8s", tmp_path)
-  (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
-      "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-      "resources": [f"{relative}/overlays/{overlay}"],
-      "components": [f"{relative}/components/data-volume"]}))
-  objects = kustomize(tmp_path)
+  objects = composed(overlay, "data-volume")
   for resource in objects:
     kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
   (template,) = pod_templates_of(workload_of(objects))

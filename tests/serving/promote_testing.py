@@ -16,6 +16,7 @@ Export = collections.namedtuple("Export", ["location", "files"])
 
 
 FAKE_REVIEWS = 2000  # Held-out reviews the fake assessor scores fake exports on.
+FAKE_MOVIES = 200  # Of 10 reviews each.
 SERVED = {"loaded": True, "error": None, "latency_ms_p50": 3.0, "latency_ms_p99": 5.0}
 
 
@@ -46,9 +47,19 @@ def write_export(directory, accuracy, version="1795903751", shift=0, serving=Non
 
 
 class FakeAssessor:
-  """Scores fake exports from what `write_export` put in their metadata."""
+  """Scores fake exports from what `write_export` put in their metadata.
+
+  Review i is about movie i % FAKE_MOVIES, so that a run of neighbouring reviews spans as many
+  movies (as independent reviews would); with `movies_in_runs`, about movie i // 10, so that
+  neighbours share a movie.
+  """
 
   data = {"fingerprint": "fake-held-out", "examples": FAKE_REVIEWS, "kind": "fake"}
+
+  def __init__(self, movies_in_runs=False):
+    """The movies of the reviews: spread (default) or in runs of 10."""
+    reviews = np.arange(FAKE_REVIEWS)
+    self.clusters = reviews // 10 if movies_in_runs else reviews % FAKE_MOVIES
 
   @staticmethod
   def _metadata(model_dir):
@@ -91,9 +102,10 @@ class LocalBackend:
     location = str(self.tmp_path / "exports" / name)
     return Export(location, write_export(location, accuracy, **kwargs))
 
-  def promote(self, candidate, **policy):
-    """Calls promote.promote with this production, the fake assessor and `policy`."""
-    return promote.promote(candidate, self.production, FakeAssessor(), promote.Policy(**policy))
+  def promote(self, candidate, assessor=None, **policy):
+    """Calls promote.promote with this production, the (fake) assessor and `policy`."""
+    return promote.promote(candidate, self.production, assessor or FakeAssessor(),
+                           promote.Policy(**policy))
 
   def rollback(self, model_id=None):
     """Calls promote.rollback on this production."""

@@ -18,8 +18,10 @@ from trainer.data import records
 from trainer.data import text
 from trainer.errors import UserInputError
 from trainer.modeling import model as model_lib
+from trainer.serving import evaluation
 from trainer.serving import export
 from trainer.serving import predict
+from trainer.serving import review_signals
 from trainer.serving import serving_gate
 from trainer.training import train_lib
 
@@ -38,8 +40,9 @@ model = tf.saved_model.load(sys.argv[1])
 reviews = tf.constant([base64.b64decode(r) for r in json.load(sys.stdin)])
 outputs = model.signatures["serving_default"](reviews=reviews)
 ids = model.signatures["token_ids"](reviews=reviews)["output_0"]
-print(json.dumps({"probability": outputs["probability"].numpy().tolist(),
-                  "label": outputs["label"].numpy().tolist(), "token_ids": ids.numpy().tolist()}))
+print(json.dumps({**{name: outputs[name].numpy().tolist() for name in (
+                      "probability", "label", "token_count", "oov_share")},
+                  "token_ids": ids.numpy().tolist()}))
 """
 
 
@@ -69,7 +72,8 @@ def exported(tmp_path_factory, prepared_dir, trained_model):
 
 def test_exported_model_in_a_fresh_process_matches_the_training_pipeline(
     exported, prepared_dir, corpus_files, trained_model):
-  """Same ids as the TFRecords after the pipeline's truncation, same probabilities as training."""
+  """Same ids as the TFRecords after the pipeline's truncation, same probabilities as training;
+  the whole review's token count and unknown share, from the same tokenizer."""
   files = prepared_dataset.split_files(prepared_dir, "test")
   serialized = next(iter(tf.data.TFRecordDataset(files).batch(32)))
   tokens, _ = records.parse(serialized)
@@ -86,6 +90,30 @@ def test_exported_model_in_a_fresh_process_matches_the_training_pipeline(
   np.testing.assert_array_equal(served["token_ids"], expected_ids.numpy())
   np.testing.assert_allclose(served["probability"], expected_probabilities, atol=1e-6)
   np.testing.assert_array_equal(served["label"], (expected_probabilities >= 0.5).astype(int))
+  counts = tokens.row_lengths().numpy()
+  np.testing.assert_array_equal(served["token_count"], counts)
+  unknown = tf.reduce_sum(tf.cast(tokens == text.OOV_ID, tf.int32), axis=1).numpy()
+  np.testing.assert_allclose(served["oov_share"], unknown / counts, rtol=1e-6)
+  assert 0 < max(served["oov_share"]) < 1  # Some unknown words (a vocabulary of 40).
+
+
+def test_the_drift_baseline_is_what_serving_sees_of_the_validation_reviews(
+    prepared_dir, corpus_files, trained_model, exported):
+  """The export's summary of the validation split, made from the TFRecords at export time, is
+  what its serving signatures give on the raw validation reviews."""
+  metadata = prepared_dataset.load_metadata(prepared_dir)
+  classifier = export.build_classifier(CONFIG, trained_model.get_weights(),
+                                       text.load_vocabulary(os.path.join(prepared_dir,
+                                                                         "vocab.txt")))
+  baseline = review_signals.baseline(classifier, prepared_dir, metadata)
+  files = prepared_dataset.split_files(prepared_dir, "validation")
+  names = [name.decode() for batch in tf.data.TFRecordDataset(files).batch(64)
+           for name in records.parse_names(batch).numpy()]
+  texts = [corpus_files[f"aclImdb/{name}"] for name in names]
+  served = review_signals.summarize(evaluation.signals(exported, texts), CONFIG.data.vocab_size,
+                                    metadata["splits"]["validation"]["movies"])
+  assert baseline == served and baseline["reviews"] == len(texts) > 0
+  assert baseline["oov_tokens"] > 0 and sum(baseline["token_histogram"]) > 0
 
 
 def test_saved_model_cli_runs_the_export(exported):
@@ -119,6 +147,8 @@ def test_odd_inputs_never_crash_it(exported):
   serve = tf.saved_model.load(exported).signatures["serving_default"]
   reviews = [review.encode() for review in ODD_REVIEWS] + [b"\xff\xfe bad \xc3 bytes"]
   outputs = serve(reviews=tf.constant(reviews))
+  assert outputs["token_count"].numpy()[[0, 1, 2]].tolist() == [0, 0, 1]  # Empty, blank, x...x.
+  assert outputs["oov_share"].numpy()[[0, 1, 2]].tolist() == [0.0, 0.0, 1.0]
   assert outputs["probability"].shape == (len(reviews),)
   assert np.all(np.isfinite(outputs["probability"].numpy()))
   assert set(outputs["sentiment"].numpy()) <= {b"positive", b"negative"}
@@ -167,6 +197,11 @@ def test_predict_command_on_arguments_and_standard_input(exported):
       ["-m", "trainer.predict", f"--model={exported}", "--format=json"], stdin).splitlines()]
   assert [record["index"] for record in records_out] == [0, 1, 2, 3]
   assert {record["label"] for record in records_out} <= {0, 1}
+  assert [record["token_count"] for record in records_out][:2] == [0, 0]
+  assert records_out[0]["warning"].startswith("empty review") and not records_out[2]["warning"]
+  flagged = run_in_fresh_process(["-m", "trainer.predict", f"--model={exported}",
+                                  "日本語の映画です"]).rstrip("\n").split("\t")
+  assert flagged[3].startswith("WARNING: unknown words: 100% of its 1 tokens")
 
 
 def test_vertex_outputs_and_tuning_metric(tmp_path, monkeypatch, learnable_dir):

@@ -40,7 +40,8 @@ def test_first_candidate_is_promoted(backend):
   files = backend.files()
   assert record["verdict"] == "promoted" and record["reason"] == "no production model yet"
   assert record["production_model_id"] is None and record["production_accuracy"] is None
-  assert record["p_value"] is None and record["candidate_accuracy"] == 0.85
+  assert record["p_value_better"] is None and record["candidate_accuracy"] == 0.85
+  assert record["bootstrap"] is None and record["underpowered"] is None
   assert record["examples"] == FAKE_REVIEWS and record["data"] == FakeAssessor.data
   assert record["serving"] == SERVED and record["model_id"].startswith("1795903751-")
   current = pointer(files)
@@ -62,8 +63,8 @@ def test_significantly_worse_candidate_is_a_regression_and_production_untouched(
   assert record["production_model_id"] == first["model_id"]
   assert (record["candidate_accuracy"], record["production_accuracy"]) == (0.84, 0.85)
   assert (record["candidate_only_correct"], record["production_only_correct"]) == (0, 20)
-  assert record["p_value"] == significance.mcnemar_exact_p_value(0, 20) < 1e-5
-  assert record["test"] == "mcnemar_exact"
+  assert record["p_value_worse"] == significance.upper_tail(20, 20) == 2**-20
+  assert record["p_value_better"] == 1.0 and record["test"] == "mcnemar_exact_one_sided"
   assert without_decisions(files) == before
   assert decisions(files) == [first, record]
   with pytest.raises(errors.Regression, match="Regression alert"):
@@ -90,8 +91,10 @@ def test_better_candidate_is_promoted_and_the_previous_model_kept(backend):
     (0.85, 0.86, 300, {}, "refused", 300, 280),  # Better by 1 point, p = 0.43: noise.
     (0.85, 0.84, 300, {}, "refused", 280, 300),  # Worse within noise: no alert.
     (0.85, 0.86, 0, {}, "promoted", 20, 0),
-    (0.85, 0.852, 0, {}, "refused", 4, 0),  # p = 0.125.
+    (0.85, 0.852, 0, {}, "refused", 4, 0),  # p = 1/16 = 0.0625.
     (0.85, 0.852, 0, {"max_p_value": 0.2}, "promoted", 4, 0),
+    (0.85, 0.8525, 0, {}, "promoted", 5, 0),  # p = 1/32 (two-sided, 1/16 refused it).
+    (0.85, 0.86, 0, {"min_improvement": 0.01}, "promoted", 20, 0),  # Detectable: 0.6 points.
     (0.85, 0.859, 0, {"min_improvement": 0.01}, "refused", 18, 0),
     (0.2, 0.3, 0, {"min_improvement": 0.1}, "promoted", 200, 0),  # Exactly the minimum wins.
     (0.85, 0.80, 0, {}, "regression", 0, 100),
@@ -104,11 +107,44 @@ def test_promoted_only_when_better_by_min_improvement_and_significantly(
   record = backend.promote(backend.candidate("b", candidate, shift=shift).location, **policy)
   assert record["verdict"] == verdict and record["promoted"] == (verdict == "promoted")
   assert (record["candidate_only_correct"], record["production_only_correct"]) == (b, c)
-  assert record["p_value"] == significance.mcnemar_exact_p_value(b, c)
+  assert record["p_value_better"] == significance.upper_tail(b + c, b)
+  assert record["p_value_worse"] == significance.upper_tail(b + c, c)
+  assert record["detectable_difference"] == significance.detectable_difference(
+      b, c, FAKE_REVIEWS, record["max_p_value"])
+  assert record["bootstrap"]["clusters"] == 200 and not record["underpowered"]
   assert record["min_improvement"] == policy.get("min_improvement", 0.0)
   assert record["max_p_value"] == policy.get("max_p_value", 0.05)
   assert pointer(backend.files())["accuracy"] == (candidate if verdict == "promoted"
                                                   else production)
+
+
+def test_too_few_reviews_to_detect_min_improvement_is_refused_saying_so(tmp_path):
+  """Better by 1 point, p = 2^-20; but with 20 disagreements of 2,000 reviews the test detects
+  only 0.597 points or more with power 0.8: not enough to judge a min_improvement of 0.5 points."""
+  backend = LocalBackend(tmp_path)
+  backend.promote(backend.candidate("a", 0.85).location)
+  record = backend.promote(backend.candidate("b", 0.86).location, min_improvement=0.005)
+  assert record["verdict"] == "refused" and record["underpowered"]
+  assert "too few to tell min_improvement 0.5000% from chance" in record["reason"]
+  assert "with 20 disagreements the test detects 0.60% or more with power 0.8 at p < 0.05" in (
+      record["reason"])
+  assert record["detectable_difference"] == pytest.approx(0.00597, abs=1e-5)
+  assert record["power"] == 0.8 and record["alpha"] == 0.05
+
+
+def test_a_gain_within_a_few_movies_is_not_promoted(tmp_path):
+  """The 20 reviews only the candidate gets right are two whole movies (of 200): McNemar, which
+  takes them as independent, says p = 2^-20; resampling movies, neither of the two is drawn a
+  (1 - 2/200)^200 = 13% of the time: not significant."""
+  backend = LocalBackend(tmp_path)
+  backend.promote(backend.candidate("a", 0.85).location)
+  record = backend.promote(backend.candidate("b", 0.86).location,
+                           assessor=FakeAssessor(movies_in_runs=True))
+  assert record["verdict"] == "refused" and record["p_value_better"] == 2**-20
+  assert record["bootstrap"]["p_value_better"] == pytest.approx(0.134, abs=0.03)
+  assert "significantly by McNemar but not over movies" in record["reason"]
+  spread = backend.promote(backend.candidate("c", 0.86).location)  # The same, over 20 movies.
+  assert spread["verdict"] == "promoted" and spread["bootstrap"]["p_value_better"] < 0.001
 
 
 def test_every_decision_is_logged_with_both_scores(backend):

@@ -5,7 +5,6 @@ import json
 import logging
 import multiprocessing
 import re
-import socket
 import threading
 
 from gcp_storage_emulator import server as emulator_server
@@ -131,19 +130,6 @@ def test_fake_gcs_honours_generation_preconditions():
   with pytest.raises(exceptions.PreconditionFailed):
     seen.upload_from_string(b"stale", if_generation_match=seen.generation)
   assert bucket.get_blob("pointer").download_as_bytes() == b"second"
-
-
-@pytest.fixture
-def emulator(monkeypatch):
-  """gcp-storage-emulator on 127.0.0.1, named by STORAGE_EMULATOR_HOST (no preconditions)."""
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-  server = emulator_server.create_server("127.0.0.1", port, in_memory=True)
-  server.start()
-  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-  yield
-  server.stop()
 
 
 @pytest.mark.usefixtures("emulator")

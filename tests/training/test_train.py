@@ -198,16 +198,27 @@ def test_command_line_prepares_then_trains(tmp_path, aclimdb_tarball):
   """The README's main command: no --data_dir, a local tarball, the local preset."""
   completed = subprocess.run(
       [sys.executable, "-m", "trainer.train", "--preset=local", f"--input={aclimdb_tarball}",
-       f"--workdir={tmp_path / 'run'}", "--max_steps=2"],
+       f"--workdir={tmp_path / 'run'}", "--epochs=1", "--max_steps=2"],
       capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
   assert prepared_dataset.load_metadata(str(tmp_path / "run" / "data"))
   results = json.loads((tmp_path / "run" / "metrics.json").read_text())
   assert results["step"] == 2 and 0 <= results["test"]["accuracy"] <= 1
+  summary = completed.stdout  # What was tested, where the export is, what to run next.
+  assert f"on {results['test']['examples']:,} test reviews: accuracy" in summary
+  assert f"Export: {results['export']}" in summary and "python -m trainer.predict" in summary
+  (tmp_path / "a_file").write_text("")  # A workdir that cannot be made: before preparing.
+  unwritable = subprocess.run(
+      [sys.executable, "-m", "trainer.train", "--preset=local", f"--input={aclimdb_tarball}",
+       f"--workdir={tmp_path / 'a_file' / 'run'}"], capture_output=True, text=True, timeout=300,
+      check=False)
+  assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr, (
+      unwritable.stderr[-2000:])
+  assert "Writing to --workdir=" in unwritable.stderr
   bad = subprocess.run([sys.executable, "-m", "trainer.train", "--preset=local",
                         f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run2'}"],
                        capture_output=True, text=True, timeout=300, check=False)
-  assert bad.returncode == 2 and "not a prepared dataset" in bad.stderr
+  assert bad.returncode == 2 and "not a prepared dataset" in bad.stderr, bad.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ agree, as Vertex AI's TF_CONFIG and CLUSTER_SPEC do):
 - CLUSTER_SPEC (Vertex AI): worker pool "workerpool0" is the chief, "workerpool1" the workers.
 - A Kubernetes Indexed Job: JOB_COMPLETION_INDEX (set by Kubernetes), TRAINER_NUM_WORKERS and
   TRAINER_WORKER_ADDRESS_TEMPLATE, a host:port with "{index}" such as
-  `imdb-train-{index}.imdb-train-workers:2222` (pod hostname and headless Service); worker 0 is
-  the chief.
+  `imdb-train-multi-host-{index}.imdb-train-multi-host:2222` (pod hostname and headless
+  Service); worker 0 is the chief.
 - Flags: --cluster_workers=host:port,... or --worker_address_template with --num_workers, and
   --worker_index; a flag overrides the environment variable of the same meaning.
 
@@ -39,8 +39,9 @@ class ClusterOptions(Options):
       (), "host:port of every worker, worker 0 (the chief) first, with --worker_index: a "
       "cluster without TF_CONFIG.")
   worker_address_template: str | None = option(
-      None, "host:port of worker {index}, e.g. imdb-train-{index}.imdb-train-workers:2222, "
-      f"with --num_workers (default: ${ADDRESS_TEMPLATE_VARIABLE}).")
+      None, "host:port of worker {index}, e.g. "
+      "imdb-train-multi-host-{index}.imdb-train-multi-host:2222, with --num_workers (default: "
+      f"${ADDRESS_TEMPLATE_VARIABLE}).")
   num_workers: int | None = option(
       None, f"How many workers --worker_address_template makes (default: "
       f"${NUM_WORKERS_VARIABLE}).", bound="positive")
@@ -122,7 +123,7 @@ def split_address(address, where):
   host = host.strip("[]")
   if not host or not port.isdigit() or not 0 < int(port) < 65536:
     raise UserInputError(f"{where}: {address!r} is not host:port (e.g. "
-                         "imdb-train-0.imdb-train-workers:2222).")
+                         "imdb-train-multi-host-0.imdb-train-multi-host:2222).")
   return host, int(port)
 
 
@@ -218,7 +219,8 @@ def _from_worker_list(options, environ):
   template, template_name = _setting(options.worker_address_template, "--worker_address_template",
                                      environ, ADDRESS_TEMPLATE_VARIABLE)
   index, index_name = _setting(options.worker_index, "--worker_index", environ, INDEX_VARIABLE)
-  if not (options.cluster_workers or template or count is not None or options.worker_index is not None):
+  if not (options.cluster_workers or template or count is not None
+          or options.worker_index is not None):
     return None  # JOB_COMPLETION_INDEX alone: an Indexed Job that is not a training cluster.
   if count is not None:
     count = _whole_number(count, count_name)
@@ -240,14 +242,14 @@ def _from_worker_list(options, environ):
     if "{index}" not in template:
       raise UserInputError(f"{template_name}={template!r} has no {{index}}, so every worker "
                            "would get the same address; e.g. "
-                           "imdb-train-{index}.imdb-train-workers:2222.")
+                           "imdb-train-multi-host-{index}.imdb-train-multi-host:2222.")
     addresses = [template.replace("{index}", str(i)) for i in range(count)]
     names = [template_name, count_name]
   else:
     raise UserInputError(
         f"{count_name or '--worker_index'} needs the workers' addresses: set "
         f"{ADDRESS_TEMPLATE_VARIABLE} or --worker_address_template (a host:port with {{index}}, "
-        "e.g. imdb-train-{index}.imdb-train-workers:2222), or list them with "
+        "e.g. imdb-train-multi-host-{index}.imdb-train-multi-host:2222), or list them with "
         "--cluster_workers=host:port,...")
   if index is None:
     raise UserInputError(f"This process does not know which worker it is: run it in a "

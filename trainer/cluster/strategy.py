@@ -13,6 +13,7 @@ import tensorflow as tf
 from trainer.cluster import gpus
 from trainer.cluster import peers
 from trainer.cluster import resolve
+from trainer.cluster import threads
 from trainer.config import STRATEGY_CHOICES
 from trainer import errors
 from trainer.errors import UserInputError
@@ -20,6 +21,8 @@ from trainer.errors import UserInputError
 
 def build_strategy(name="auto", options=resolve.ClusterOptions(), trained=False):
   """Creates the strategy named by --strategy, after waiting for the peers of a cluster.
+
+  First it sizes TensorFlow's thread pools from the container's CPU limit (`threads`).
 
   Args:
     name: "auto" (a cluster of several workers -> multi_worker; several GPUs -> mirrored; else
@@ -39,6 +42,7 @@ def build_strategy(name="auto", options=resolve.ClusterOptions(), trained=False)
   """
   if name not in STRATEGY_CHOICES:
     raise UserInputError(f"--strategy={name}: choose one of {STRATEGY_CHOICES}.")
+  threads.size_thread_pools()  # Before anything starts TensorFlow's runtime.
   gpus.check_gpus_visible(options.require_gpus)
   cluster = resolve.resolve_cluster(options)
   if trained and cluster and cluster.num_workers > 1:

@@ -14,8 +14,8 @@ from trainer import config
 def get_config():
   """The keras-io model and optimizer, no extras."""
   return config.override(
-      config.Config(), vocab_size=20000, max_length=200, embedding_dim=128, rnn_units=(64, 64),
-      pooling="last", embedding_dropout=0.0, word_dropout=0.0, dropout=0.0,
+      config.Config(), rnn="lstm", vocab_size=20000, max_length=200, embedding_dim=128,
+      rnn_units=(64, 64), pooling="last", embedding_dropout=0.0, word_dropout=0.0, dropout=0.0,
       global_batch_size=32, epochs=2.0, optimizer="adam", learning_rate=1e-3,
       schedule="constant", warmup_steps=0, weight_decay=0.0, clip_norm=0.0, ema_momentum=0.0,
       export="final")

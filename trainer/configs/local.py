@@ -10,7 +10,7 @@ from trainer import config
 
 
 def get_config():
-  """2k words, 64 tokens, BiLSTM(8), a tenth of an epoch, frequent checkpoints and logs."""
+  """2k words, 64 tokens, BiGRU(8), a tenth of an epoch, frequent checkpoints and logs."""
   return config.override(
       config.Config(), vocab_size=2000, max_length=64, sort_window_batches=4, embedding_dim=16,
       rnn_units=(8,), embedding_dropout=0.0, word_dropout=0.0, global_batch_size=16,

@@ -1,13 +1,18 @@
 """The tf.data input pipeline: prepared TFRecords -> right-padded, length-bucketed batches.
 
-Each input pipeline (one per worker) reads its share of the shards once (in chunks of
-`read_chunk` reviews, parsed in parallel), keeps its reviews in memory as one ragged tensor, and
-from then on works on whole windows and batches only:
+For training, each input pipeline (one per worker) reads all the training reviews once (in
+chunks of `read_chunk` reviews, parsed in parallel), keeps them in memory as one ragged tensor,
+and from then on works on whole windows and batches only. Every pipeline derives the same global
+stream of steps and keeps the rows of its own replicas of each step, so a step's global batch is
+the same on one device, on 8 replicas or on 8 workers (the per-example dropout of
+`modeling.noise` is keyed by the same global rows): a cluster's shape does not change what is
+learned. (For evaluation each pipeline reads its share of the shards: whole files, or every n-th
+review when there are fewer files than pipelines.)
 
 - Training reads an endless stream of examples. Stream position p is position p mod N of
-  epoch p div N's order of the worker's N reviews: a stateless random permutation per (seed,
-  epoch), so every review appears exactly once per epoch and step s always yields the same batch:
-  a run resumed at step s continues the exact sequence (`start_step`).
+  epoch p div N's order of the N reviews: a stateless random permutation per (seed, epoch), so
+  every review appears exactly once per epoch and step s always yields the same batch: a run
+  resumed at step s continues the exact sequence (`start_step`).
 - Bucketing: the stream is cut into windows of `sort_window_batches` batches; each window is
   sorted by length, cut into batches of reviews of similar length, and its batches are shuffled.
   Batches are padded to their own longest review, so padding is nearly gone, and all of this is a
@@ -22,16 +27,19 @@ from then on works on whole windows and batches only:
   one step and, unless N is one step, all epochs share one permutation, whose N consecutive
   positions all differ. With fewer reviews than a step, repeats are unavoidable: windows keep
   their size and nothing moves, as before.
-- A pipeline feeding several replicas (MirroredStrategy) builds each step's batch of
-  `per_replica_batch_size * replicas` reviews as one, then hands out consecutive slices, so a
-  step sees the same reviews whatever the number of local replicas.
+- A step is `per_replica_batch_size * replicas` reviews of similar length (all replicas of all
+  pipelines); replica r gets the r-th consecutive slice, so a pipeline feeding several replicas
+  (MirroredStrategy) hands out consecutive slices of its part.
 - Evaluation yields every review once, sorted by length, the last batch possibly smaller (the
   reviews are gathered `sort_window_batches` batches at a time); with `endless=True` it then
   yields filler batches (label -1) forever, so that workers with fewer reviews can keep in step
   with the others until all are done.
 
-A worker whose share does not fit in memory streams it instead (`input_cache="stream"`, or
-"auto" when its files are larger than `memory_budget_bytes`), with the same batch shapes:
+A worker that cannot hold all the training reviews streams its share of the files instead
+(`input_cache="stream"`, or "auto" when the training files are larger than
+`memory_budget_bytes`), with the same batch shapes. Then each pipeline's steps come from its own
+files: the global batches, and so what is learned, depend on the number of pipelines (exact
+resume and one review per epoch still hold):
 
 - Epoch e reads the pipeline's files in an order fixed by (seed, e), interleaved by chunks of
   `read_chunk` reviews, and shuffles each block of `shuffle_block` consecutive reviews
@@ -157,7 +165,7 @@ def _streams(input_cache, files, record_shard, memory_budget_bytes):
   share = sum(tf.io.gfile.stat(path).length for path in files) / (
       record_shard[0] if record_shard else 1)
   streams = share > memory_budget_bytes
-  logging.info("input_cache=auto: this pipeline's share of the files is %.0f MB, %s the budget "
+  logging.info("input_cache=auto: the files this pipeline would hold are %.0f MB, %s the budget "
                "of %.0f MB: %s.", share / 1e6, "over" if streams else "within",
                memory_budget_bytes / 1e6, "streaming it" if streams else "holding it in memory")
   return streams

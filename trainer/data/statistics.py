@@ -94,19 +94,15 @@ class Listed:
 
 
 def split_summaries(metadata):
-  """Per split of a prepared dataset's metadata: reviews, positive share, OOV rate, median length.
+  """Per split of a prepared dataset's metadata: its reviews and their share of positive ones.
 
   Each export keeps those of its training data: the data gate of the next retraining compares
   against them.
   """
-  summary = {}
-  for split, stats in metadata["splits"].items():
-    examples = stats["examples"]
-    summary[split] = {"examples": examples,
-                      "positive_share": stats["labels"]["pos"] / examples if examples else 0.0,
-                      "oov_rate": stats["oov_rate"],
-                      "median_tokens": stats["token_length"]["p50"]}
-  return summary
+  return {split: {"examples": stats["examples"],
+                  "positive_share": stats["labels"]["pos"] / stats["examples"]
+                                    if stats["examples"] else 0.0}
+          for split, stats in metadata["splits"].items()}
 
 
 def is_valid_utf8(data):

@@ -1,16 +1,19 @@
 """Exports a trained model as a SavedModel that classifies raw review strings.
 
 The `serving_default` signature takes `reviews`, string[batch] of raw UTF-8 text, and returns
-`probability` (float32[batch], of a positive review), `label` (int64[batch], 1 = positive) and
-`sentiment` (string[batch], "positive" or "negative"); the `token_ids` signature returns the
-model's input ids for the same reviews. Inside the graph the reviews go through
-the very tokenizer, vocabulary and truncation that prepared the training data (`text.encode`,
+`probability` (float32[batch], of a positive review), `label` (int64[batch], 1 = positive),
+`sentiment` (string[batch], "positive" or "negative") and what says when not to trust them:
+`token_count` (int64[batch], the review's tokens) and `oov_share` (float32[batch], the share of
+them the model does not know; 0 for an empty review). The `token_ids` signature returns the
+model's input ids for the same reviews. Inside the graph the reviews go through the very
+tokenizer, vocabulary and truncation that prepared the training data (`text.encode`,
 `text.truncate`), so serving sees exactly the ids training saw.
 
 An export is a directory `<root>/<version>/` (version: seconds since the epoch, the layout TF
 Serving watches) with the SavedModel, TF Serving's warm-up requests (`serving.warmup`),
 `vocab.txt`, and `export_metadata.json` (test metrics,
-config, versions, the data's checksums) to judge it by later. It is written under a temporary
+config, versions, the data's checksums, and `drift_baseline`: what the model saw of its validation
+reviews, `serving.review_signals`) to judge it by later. It is written under a temporary
 name and renamed; on object stores, where folders cannot be renamed, `saved_model.pb` is
 copied last, so that nothing loads a half-copied export.
 """
@@ -33,7 +36,10 @@ from trainer.serving import warmup
 from trainer import storage
 
 EXPORT_FORMAT = "imdb-bilstm-export"
-FORMAT_VERSION = 1
+# 2 added the outputs token_count and oov_share, and drift_baseline; token_ids are capped to the
+# model's vocabulary. Version 1 exports are still read and scored (by their label).
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 METADATA_FILE = "export_metadata.json"
 VOCAB_FILE = "vocab.txt"
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -59,25 +65,39 @@ def _float32_policy():
 class RawTextClassifier:
   """The model behind a raw-text function: tokenize, look up, truncate, pad, classify."""
 
-  def __init__(self, model, vocabulary, max_length, keep):
-    """Wraps a float32 `model` whose ids come from `vocabulary`."""
+  def __init__(self, model, vocabulary, config):
+    """Wraps a float32 `model` of `config` (a `config.Config`) whose ids come from `vocabulary`."""
     self.model = model
     self.vocabulary = vocabulary
     self.table = text.build_lookup_table(vocabulary)
-    self.max_length = max_length
-    self.keep = keep
+    self.max_length = config.input.max_length
+    self.keep = config.input.keep
+    self.vocab_size = config.data.vocab_size
 
-  def token_ids(self, reviews):
-    """The model's input for raw reviews.
+  def known_ids(self, ids):
+    """The ids as the model knows them: those of its vocabulary, the others `text.OOV_ID`.
 
     Args:
-      reviews: string[batch].
+      ids: RaggedTensor int[batch, (tokens)] of the vocabulary (training uses its first
+        vocab_size).
 
     Returns:
-      int32[batch, time], right-padded; an empty review becomes the single id `text.OOV_ID`
-      (the masked LSTM needs one real step per row).
+      RaggedTensor int64[batch, (tokens)].
     """
-    ids = text.truncate(text.encode(reviews, self.table), self.max_length, self.keep)
+    ids = tf.cast(ids, tf.int64)
+    return tf.where(ids >= self.vocab_size, tf.constant(text.OOV_ID, tf.int64), ids)
+
+  def model_input(self, ids):
+    """The model's input for the known ids of whole reviews.
+
+    Args:
+      ids: RaggedTensor int64[batch, (tokens)], from `known_ids`.
+
+    Returns:
+      int32[batch, time], truncated and right-padded; an empty review becomes the single id
+      `text.OOV_ID` (the masked LSTM needs one real step per row).
+    """
+    ids = text.truncate(ids, self.max_length, self.keep)
     empty = tf.equal(ids.row_lengths(), 0)
     placeholder = tf.RaggedTensor.from_row_lengths(
         tf.fill([tf.reduce_sum(tf.cast(empty, tf.int32))], tf.constant(text.OOV_ID, tf.int64)),
@@ -87,20 +107,34 @@ class RawTextClassifier:
     tokens = tf.cast(ids.to_tensor(default_value=text.PAD_ID), tf.int32)
     return tf.pad(tokens, [[0, 0], [0, tf.maximum(1 - tf.shape(tokens)[1], 0)]])
 
-  def __call__(self, reviews):
-    """Classifies raw reviews.
+  def token_ids(self, reviews):
+    """The model's input for raw reviews: string[batch] -> int32[batch, time] (`model_input`)."""
+    return self.model_input(self.known_ids(text.encode(reviews, self.table)))
+
+  def classify(self, ids):
+    """Classifies reviews given as ids, with the signals that say how far to trust it.
 
     Args:
-      reviews: string[batch], raw UTF-8 text (anything: invalid bytes are replaced).
+      ids: RaggedTensor int[batch, (tokens)], whole reviews in ids of the vocabulary.
 
     Returns:
-      {"probability": float32[batch], "label": int64[batch], "sentiment": string[batch]}.
+      {"probability": float32[batch], "label": int64[batch], "sentiment": string[batch],
+       "token_count": int64[batch], "oov_share": float32[batch]}.
     """
-    logits = self.model(self.token_ids(reviews), training=False)[:, 0]
+    ids = self.known_ids(ids)
+    token_count = ids.row_lengths()
+    unknown = tf.reduce_sum(tf.cast(tf.equal(ids, text.OOV_ID), tf.int64), axis=1)
+    logits = self.model(self.model_input(ids), training=False)[:, 0]
     probability = tf.sigmoid(tf.cast(logits, tf.float32))
     positive = probability >= 0.5
     return {"probability": probability, "label": tf.cast(positive, tf.int64),
-            "sentiment": tf.where(positive, POSITIVE, NEGATIVE)}
+            "sentiment": tf.where(positive, POSITIVE, NEGATIVE), "token_count": token_count,
+            "oov_share": tf.cast(unknown, tf.float32)
+                         / tf.cast(tf.maximum(token_count, 1), tf.float32)}
+
+  def __call__(self, reviews):
+    """Classifies raw reviews (string[batch], UTF-8; invalid bytes are replaced): `classify`."""
+    return self.classify(text.encode(reviews, self.table))
 
 
 def build_classifier(config, weights, vocabulary):
@@ -114,7 +148,7 @@ def build_classifier(config, weights, vocabulary):
   with _float32_policy():
     model = model_lib.build_model(config)
   model.set_weights(weights)
-  return RawTextClassifier(model, vocabulary, config.input.max_length, config.input.keep)
+  return RawTextClassifier(model, vocabulary, config)
 
 
 def export(classifier, destination, metadata, versioned=True):
@@ -210,10 +244,10 @@ def parse_metadata(data, location):
   if metadata.get("format") != EXPORT_FORMAT:
     raise UserInputError(f"{location}: format {metadata.get('format')!r} is not "
                          f"{EXPORT_FORMAT!r}: {METADATA_FIX}")
-  if metadata.get("format_version") != FORMAT_VERSION:
+  if metadata.get("format_version") not in READABLE_FORMAT_VERSIONS:
     raise UserInputError(f"{location}: format_version {metadata.get('format_version')!r} is not "
-                         f"{FORMAT_VERSION}; use code of the same version as the training that "
-                         "exported it.")
+                         f"one of {READABLE_FORMAT_VERSIONS}; use code of the same version as the "
+                         "training that exported it.")
   if not _VERSION_PATTERN.fullmatch(str(metadata.get("version", ""))):
     raise UserInputError(f"{location}: version {metadata.get('version')!r} is missing or not a "
                          f"folder name (letters, digits, '.', '_', '-'): {METADATA_FIX}")

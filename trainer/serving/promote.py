@@ -3,14 +3,16 @@
 The candidate is an export (local or gs://): a SavedModel with `export_metadata.json`. At
 decision time both the candidate and the production model are scored, fresh, on the same
 held-out reviews (an `Assessor`: `serving.evaluation` through each export's own raw-text
-signature), and the per-review outcomes go through McNemar's exact test
-(`serving.significance`). Before that, the candidate must load in a fresh process, answer its
-warm-up requests and answer one review within the latency budget (`serving.serving_gate`).
-Each decision has a verdict:
+signature), and the per-review outcomes go through McNemar's exact test, one-sided each way, and
+a paired bootstrap over movies (`serving.significance`). Before that, the candidate must load in
+a fresh process, answer its warm-up requests and answer one review within the latency budget
+(`serving.serving_gate`). Each decision has a verdict:
 
-  promoted    no production model yet; or better by >= min_improvement with p < max_p_value
-  refused     not better, better by too little, or not significantly (p >= max_p_value)
-  regression  significantly worse than production (p < max_p_value): an alert
+  promoted    no production model yet; or better by >= min_improvement with p < max_p_value in
+              both McNemar's "better" test and the movie bootstrap, on enough reviews to detect
+              min_improvement (power 0.8)
+  refused     not better, better by too little, on too few reviews to tell, or not significantly
+  regression  significantly worse than production (McNemar's "worse" p < max_p_value): an alert
   not_served  failed to load, to answer, or answered slower than max_latency_ms (p99); also a
               model that `rollback()` was asked to go back to
   rolled_back `rollback()` pointed production back at a previous model (which served)
@@ -53,6 +55,10 @@ PROMOTED, REFUSED, REGRESSION, NOT_SERVED, ROLLED_BACK = (
 
 # Accuracies are fractions of one set of reviews: differences this small are float rounding.
 _TOLERANCE = 1e-9
+# What a decision record keeps of the paired comparison (None without a production model).
+_COMPARISON_FACTS = ("test", "candidate_only_correct", "production_only_correct",
+                     "p_value_better", "p_value_worse", "alpha", "power", "detectable_difference",
+                     "bootstrap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +67,10 @@ class Policy(Options):
   min_improvement: float = option(0.0, "Least accuracy gain over production, on the same "
                                   "held-out reviews, that promotes, e.g. 0.005.",
                                   bound="nonnegative")
-  max_p_value: float = option(0.05, "Largest p-value of McNemar's exact test on the paired "
-                              "answers that counts as a real difference.", bound="probability")
+  max_p_value: float = option(0.05, "Largest p-value that counts as a real difference, in "
+                              "each one-sided test on the paired answers (McNemar's exact; the "
+                              "bootstrap over movies); also the level of the power computed.",
+                              bound="probability")
   max_latency_ms: float = option(50.0, "Largest p99 latency in ms of one typical review, "
                                  "served in a fresh process on this machine.", bound="positive")
 
@@ -74,6 +82,7 @@ class Assessor:
     """Scores on `reviews`, an `evaluation.HeldOutReviews`."""
     self.reviews = reviews
     self.data = reviews.describe()
+    self.clusters = reviews.clusters
 
   def serving(self, model_dir):
     """The serving gate's report for the local export `model_dir`."""
@@ -150,28 +159,45 @@ def _production_answers(target, pointer, assessor):
 # --- Deciding and promoting.
 
 
+def _underpowered(comparison, policy):
+  """Whether the reviews are too few for the test to detect `min_improvement` (power 0.8)."""
+  detectable = comparison.detectable_difference
+  return policy.min_improvement > 0 and (
+      detectable is None or detectable > policy.min_improvement + _TOLERANCE)
+
+
 def _judge(comparison, production, policy):
   """The verdict on the candidate against `production` (a pointer, or None), and why."""
   if production is None:
     return PROMOTED, "no production model yet"
+  bootstrap = comparison.bootstrap
   versus = (f"accuracy {comparison.candidate_accuracy:.4%} vs {comparison.production_accuracy:.4%}"
             f" of production model {production['model_id']} on the same {comparison.examples} "
             f"reviews ({comparison.candidate_only_correct} right only by the candidate, "
-            f"{comparison.production_only_correct} only by production; McNemar exact p = "
-            f"{comparison.p_value:.3g})")
+            f"{comparison.production_only_correct} only by production; one-sided McNemar p = "
+            f"{comparison.p_value_better:.3g} better, {comparison.p_value_worse:.3g} worse)")
   improvement = comparison.improvement
-  significant = comparison.p_value < policy.max_p_value
-  if improvement < 0 and significant:
+  if comparison.p_value_worse < policy.max_p_value:
     return REGRESSION, f"{versus}: significantly worse (p < max_p_value {policy.max_p_value:g})"
   if improvement <= _TOLERANCE:
     return REFUSED, f"{versus}: not better"
   if improvement < policy.min_improvement - _TOLERANCE:
     return REFUSED, (f"{versus}: better by {improvement:.4%}, less than min_improvement "
                      f"{policy.min_improvement:.4%}")
-  if not significant:
+  if _underpowered(comparison, policy):
+    return REFUSED, (f"{versus}: better by {improvement:.4%}, but the reviews are too few to tell "
+                     f"min_improvement {policy.min_improvement:.4%} from chance: "
+                     f"{significance.describe_power(dataclasses.asdict(comparison))}; score on "
+                     "more held-out reviews")
+  if comparison.p_value_better >= policy.max_p_value:
     return REFUSED, (f"{versus}: better by {improvement:.4%} but not significantly (p >= "
                      f"max_p_value {policy.max_p_value:g})")
-  return PROMOTED, f"{versus}: better by {improvement:.4%}, significantly"
+  if bootstrap["p_value_better"] >= policy.max_p_value:
+    return REFUSED, (f"{versus}: better by {improvement:.4%}, significantly by McNemar but not "
+                     f"over movies (bootstrap p = {bootstrap['p_value_better']:.3g} over "
+                     f"{bootstrap['clusters']} movies, >= max_p_value {policy.max_p_value:g})")
+  return PROMOTED, (f"{versus}: better by {improvement:.4%}, significantly (bootstrap over "
+                    f"{bootstrap['clusters']} movies p = {bootstrap['p_value_better']:.3g})")
 
 
 def _serving_problem(report, policy):
@@ -227,7 +253,8 @@ def _decide_and_switch(candidate_dir, source, target, metadata, assessor, policy
     if current is not None:
       if current["model_id"] not in production_answers:
         production_answers[current["model_id"]] = _production_answers(target, current, assessor)
-      comparison = significance.compare(candidate_correct, production_answers[current["model_id"]])
+      comparison = significance.compare(candidate_correct, production_answers[current["model_id"]],
+                                        assessor.clusters, policy.max_p_value)
     verdict, reason = _judge(comparison, current, policy)
     if verdict != PROMOTED:
       if model_id is not None:
@@ -320,10 +347,9 @@ def promote(candidate, production, assessor, policy=Policy(), *, gcs_client=None
       "candidate_accuracy": outcome.candidate_accuracy,
       "production_accuracy": comparison.get("production_accuracy"),
       "examples": None if outcome.candidate_accuracy is None else assessor.data["examples"],
-      "p_value": comparison.get("p_value"),
-      "test": comparison.get("test"),
-      "candidate_only_correct": comparison.get("candidate_only_correct"),
-      "production_only_correct": comparison.get("production_only_correct"),
+      **{key: comparison.get(key) for key in _COMPARISON_FACTS},
+      "underpowered": (_underpowered(outcome.comparison, policy) if outcome.comparison
+                       else None),
       "data": assessor.data, "serving": serving, **dataclasses.asdict(policy),
       "production_model_id": judged_against.get("model_id"),
       "lost_races": outcome.lost_races, "model_id": outcome.model_id,
@@ -341,13 +367,18 @@ def raise_alerts(record):
                                    f"{record['log']}.")
 
 
-def production_metadata(production, *, gcs_client=None):
-  """The export metadata of the production model, or None before the first promotion."""
+def current_model(production, *, gcs_client=None):
+  """The production model, or None before the first promotion.
+
+  Returns:
+    (its model id, its folder as a `storage` store, its export metadata).
+  """
   target = storage.open_store(production, gcs_client)
   current, _ = _read_production(target)
   if current is None:
     return None
-  return _metadata(target, f"{MODELS_DIR}/{current['model_id']}/{export.METADATA_FILE}")
+  model = target.subfolder(f"{MODELS_DIR}/{current['model_id']}")
+  return current["model_id"], model, _metadata(model, export.METADATA_FILE)
 
 
 # --- Rolling back.

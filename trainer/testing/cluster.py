@@ -19,9 +19,13 @@ def port_is_free(port):
   return True
 
 
-def free_port_prefix(workers=2):
-  """A number P such that ports P0 ... P<workers - 1> are free, below the ephemeral port range."""
+def free_port_prefix(workers=2, exclude=()):
+  """A number P such that ports P0 ... P<workers - 1> are free, below the ephemeral port range.
+
+  `exclude`: prefixes handed out already, whose ports may not be bound yet.
+  """
   for prefix in random.Random(os.getpid()).sample(range(1100, 3200), 500):
-    if all(port_is_free(int(f"{prefix}{index}")) for index in range(workers)):
+    if prefix not in exclude and all(port_is_free(int(f"{prefix}{index}"))
+                                     for index in range(workers)):
       return prefix
   raise RuntimeError(f"No {workers} free ports <prefix>0 ... on this machine.")

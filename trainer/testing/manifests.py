@@ -4,6 +4,7 @@ Needs kubectl (for `kustomize`) and the `test` extra (PyYAML, jsonschema, kubern
 """
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -17,6 +18,8 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 OVERLAYS = ("prepare", "single-host", "multi-host", "jobset", "tfjob", "retrain")
+JOB_OVERLAYS = ("prepare", "single-host", "multi-host", "jobset", "retrain")  # Kubernetes Jobs.
+GPU_OVERLAYS = ("single-host", "multi-host", "jobset", "tfjob", "retrain")
 KUBERNETES_VERSION = "1.37"  # The newest release whose schemas kubernetes-validate ships.
 TOOL_TIMEOUT_SECONDS = 120
 WORKLOAD_KINDS = ("Job", "CronJob", "JobSet", "TFJob")
@@ -35,6 +38,11 @@ def run_tool(command, **kwargs):
 def load_yaml(path):
   """The one YAML document of a file."""
   return yaml.safe_load(pathlib.Path(path).read_text())
+
+
+def load_yaml_documents(path):
+  """Every YAML document of a file."""
+  return [document for document in yaml.safe_load_all(pathlib.Path(path).read_text()) if document]
 
 
 def schema_validator(path):
@@ -63,6 +71,22 @@ def kustomize(directory):
   return [o for o in yaml.safe_load_all(result.stdout) if o]
 
 
+def kustomize_composed(directory, overlay, components):
+  """The objects of an overlay with components added, as a kustomization of your own renders them.
+
+  Args:
+    directory: an empty folder, where that kustomization.yaml is written.
+    overlay: the name of a k8s/overlays/ folder.
+    components: names of k8s/components/ folders.
+  """
+  relative = os.path.relpath(REPO / "k8s", directory)
+  (pathlib.Path(directory) / "kustomization.yaml").write_text(yaml.safe_dump({
+      "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+      "resources": [f"{relative}/overlays/{overlay}"],
+      "components": [f"{relative}/components/{component}" for component in components]}))
+  return kustomize(directory)
+
+
 def render_overlays():
   """{overlay: [objects]} of every overlay of k8s/overlays."""
   return {overlay: kustomize(REPO / "k8s" / "overlays" / overlay) for overlay in OVERLAYS}
@@ -80,7 +104,7 @@ def workload_of(rendered_overlay):
 
 
 def job_specs_of(workload):
-  """The Job specs in a workload: a Job's own, a CronJob's or JobSet's templates, none in a TFJob."""
+  """The Job specs of a workload: a Job's own, a CronJob's or JobSet's templates (a TFJob: none)."""
   if workload["kind"] == "Job":
     return [workload["spec"]]
   if workload["kind"] == "CronJob":
@@ -105,7 +129,8 @@ def main_container_of(template):
 
 def environment_of(rendered_overlay, container):
   """The container's environment: the ConfigMaps it loads, then its env values (or sources)."""
-  config_maps = {o["metadata"]["name"]: o["data"] for o in objects_of_kind(rendered_overlay, "ConfigMap")}
+  config_maps = {o["metadata"]["name"]: o["data"]
+                 for o in objects_of_kind(rendered_overlay, "ConfigMap")}
   environment = {}
   for source in container.get("envFrom", []):
     environment.update(config_maps[source["configMapRef"]["name"]])
@@ -135,9 +160,30 @@ def expand_variables(text, environment):
                 text)
 
 
+def cpu_cores(quantity):
+  """Whole cores of a CPU quantity such as "16" or "500m", rounded up as the downward API does."""
+  match = re.fullmatch(r"(\d+)(m?)", str(quantity))
+  if not match:
+    raise ValueError(f"{quantity!r} is not a CPU quantity this helper reads (e.g. 16, 500m).")
+  return -(-int(match.group(1)) // (1000 if match.group(2) else 1))
+
+
+def _value_from(source, container, field_values, name):
+  """The value of an env variable's `valueFrom`: a pod field, or the container's CPU limit."""
+  if "resourceFieldRef" in source:
+    if source["resourceFieldRef"]["resource"] != "limits.cpu":
+      raise ValueError(f"{name}: only limits.cpu is read from a resourceFieldRef here.")
+    return cpu_cores(container["resources"]["limits"]["cpu"])
+  path = source["fieldRef"]["fieldPath"]
+  if path not in field_values:
+    raise ValueError(f"{name} comes from {path}, which this run does not provide.")
+  return field_values[path]
+
+
 def pod_environment(rendered_overlay, container, field_values):
   """The container's environment as its kubelet sets it: `valueFrom.fieldRef` read from
-  `field_values`, $(NAME) in a value replaced by the variable defined before it.
+  `field_values`, `resourceFieldRef` from the container's limits, $(NAME) in a value replaced by
+  the variable defined before it.
 
   Args:
     rendered_overlay: the overlay's objects (its ConfigMaps).
@@ -147,10 +193,7 @@ def pod_environment(rendered_overlay, container, field_values):
   environment = {}
   for name, value in environment_of(rendered_overlay, container).items():
     if isinstance(value, dict):
-      path = value["fieldRef"]["fieldPath"]
-      if path not in field_values:
-        raise ValueError(f"{name} comes from {path}, which this run does not provide.")
-      value = field_values[path]
+      value = _value_from(value, container, field_values, name)
     environment[name] = expand_variables(str(value), environment)
   return environment
 
@@ -185,7 +228,8 @@ def _security_options(template, container):
   return options
 
 
-def docker_run_command(template, environment, image, name, network, binds=(), command=None):
+def docker_run_command(template, environment, image, name, network, binds=(), command=None,
+                       hosts=()):
   """`docker run` of the pod template's one container, as its kubelet would start it.
 
   Args:
@@ -197,6 +241,7 @@ def docker_run_command(template, environment, image, name, network, binds=(), co
     network: "host" or "none": test containers never get another network.
     binds: "host_path:container_path[:ro]" volumes (the storage that a cluster has in GCS).
     command: the command and arguments to run instead of the container's.
+    hosts: "name:address" entries of the container's /etc/hosts (a cluster's DNS names).
 
   Returns:
     The command as a list; it creates the container detached (-d).
@@ -208,6 +253,6 @@ def docker_run_command(template, environment, image, name, network, binds=(), co
              for part in command or container["command"] + container.get("args", [])]
   return (["docker", "run", "-d", f"--name={name}", f"--network={network}",
            *_security_options(template, container), *_scratch_options(template, container),
-           *[f"--volume={bind}" for bind in binds],
+           *[f"--volume={bind}" for bind in binds], *[f"--add-host={host}" for host in hosts],
            *[f"--env={key}={value}" for key, value in sorted(environment.items())],
            f"--entrypoint={command[0]}", image, *command[1:]])

@@ -7,6 +7,7 @@ import math
 from absl import logging
 import tensorflow as tf
 
+from trainer.cluster import threads
 from trainer import config as config_lib
 from trainer.data import input_pipeline
 from trainer.data import prepared_dataset
@@ -75,6 +76,20 @@ def reading(data_dir):
       raise prepared_dataset.corrupt_data_error(data_dir, e) from e
 
 
+def within_cpu_limit(dataset):
+  """`dataset` with tf.data's threads and autotuning held to the container's CPU limit, if any.
+
+  (TensorFlow's own pools are sized in `cluster.threads`; tf.data's are set per dataset.)
+  """
+  cores, _ = threads.cpu_limit()
+  if cores is None:
+    return dataset
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = cores
+  options.autotune.cpu_budget = cores
+  return dataset.with_options(options)
+
+
 def build_datasets(strategy, data, start_step):
   """The distributed training data (from `start_step` on) and evaluation data.
 
@@ -97,19 +112,19 @@ def build_datasets(strategy, data, start_step):
   def training_dataset(context):
     """This worker's training batches, from the restored step on."""
     if config.run.synthetic_data:
-      return input_pipeline.make_synthetic_dataset(
+      return within_cpu_limit(input_pipeline.make_synthetic_dataset(
           per_replica_batch_size, config.input.max_length, config.data.vocab_size,
-          seed=config.training.seed)
-    return input_pipeline.make_dataset(
+          seed=config.training.seed))
+    return within_cpu_limit(input_pipeline.make_dataset(
         split_files("train"), per_replica_batch_size, config.input, training=True,
-        seed=config.training.seed, input_context=context, start_step=start_step)
+        seed=config.training.seed, input_context=context, start_step=start_step))
 
   def evaluation_dataset(split):
     """This worker's evaluation batches, then fillers until every worker is done."""
     return strategy.distribute_datasets_from_function(
-        lambda context: input_pipeline.make_dataset(
+        lambda context: within_cpu_limit(input_pipeline.make_dataset(
             split_files(split), config.run.eval_batch_size, config.input, training=False,
-            input_context=context, endless=True))
+            input_context=context, endless=True)))
 
   training = strategy.distribute_datasets_from_function(training_dataset)
   if config.run.synthetic_data:

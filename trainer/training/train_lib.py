@@ -31,6 +31,7 @@ from trainer.data import text
 from trainer import errors
 from trainer.modeling import model as model_lib
 from trainer.serving import export
+from trainer.serving import review_signals
 from trainer import storage
 from trainer.training import best as best_lib
 from trainer.training import checkpoints as checkpoints_lib
@@ -40,6 +41,7 @@ from trainer.training import steps
 from trainer.training import summaries as summaries_lib
 from trainer.training import train_log
 from trainer.training import tuning
+from trainer.training import warm_start
 from trainer.training import workdir as workdir_lib
 
 # What a multi-worker step raises when a peer dies (connection reset) or stops answering (the
@@ -180,6 +182,8 @@ def _build_run(config, locations, strategy, checkpoint_dir):
   if checkpoints_lib.checkpoints_newest_first(locations.checkpoints):
     workdir_lib.check_resumable(locations, config, data.identity)
   start_step = run_checkpoints.restore_newest_readable(locations.checkpoints)
+  if not start_step and config.training.warm_start:  # A resumed run has its own weights.
+    warm_start.initialize(model, config, data.metadata)
   # Records past the restored step belong to an interrupted run: its steps are run again.
   history = [record for record in workdir_lib.previous_results(locations).get("history", [])
              if start_step and record["step"] <= start_step]
@@ -358,6 +362,7 @@ def _export_and_report(run, results, serving_weights, locations):
   facts = {key: results[key] for key in ("test", "validation", "config", "versions", "data",
                                           "step", "precision")}
   facts["data_statistics"] = statistics.split_summaries(metadata)  # The next retraining's baseline.
+  facts["drift_baseline"] = review_signals.baseline(classifier, run.config.run.data_dir, metadata)
   with _writing(locations.export, "Exporting the model"):
     results["export"] = export.export(classifier, locations.export, facts,
                                       versioned=locations.versioned_export)

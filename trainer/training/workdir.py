@@ -96,13 +96,22 @@ def run_record_of(locations):
   return storage.read_json(path) if tf.io.gfile.exists(path) else None
 
 
+def _flat_identity(config):
+  """{"section.field": value} of a config's result identity, JSON-normalized."""
+  return config_lib.flattened(json.loads(json.dumps(config.result_identity())))
+
+
 def check_resumable(locations, config, data):
-  """Refuses to resume a run whose config or vocabulary differ from this one's."""
+  """Refuses to resume a run whose config or vocabulary differ from this one's.
+
+  A field the run's record lacks (added to the config since) counts as its default.
+  """
   record = run_record_of(locations)
   if record is None:
     return
-  old = config_lib.flattened(record.get("result_identity", {}))
-  new = config_lib.flattened(json.loads(json.dumps(config.result_identity())))
+  old = {**_flat_identity(config_lib.Config()),
+         **config_lib.flattened(record.get("result_identity", {}))}
+  new = _flat_identity(config)
   changed = sorted(key for key in new if old.get(key) != new[key])
   if changed:
     raise UserInputError(

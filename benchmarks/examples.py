@@ -1,0 +1,64 @@
+r"""What an export says about a few reviews a person would try: the ones it gets right and wrong.
+
+  python benchmarks/examples.py --model=/tmp/imdb_run [--name=default]
+
+Classifies a fixed set of short reviews (plain ones both ways, a mixed one, sarcasm, other
+languages, an empty one) with `trainer.serving.predict`, prints one line each, and writes them to
+benchmarks/results/examples-<name>.json, from which docs/operations.md's table is made.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+import common
+from trainer.serving import export
+from trainer.serving import predict
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "An export, a folder of exports, or a training workdir.",
+                    required=True)
+flags.DEFINE_string("name", "default", "Names the result file: examples-<name>.json.")
+
+# (review, what a reader would call it, what it tries), the reader's label first.
+EXAMPLES = (
+    ("A wonderful, moving film. The cast is superb and the story stays with you.", "positive",
+     "plain praise"),
+    ("One of the best films I have seen this year: funny, tender and beautifully shot.",
+     "positive", "plain praise"),
+    ("The acting was wooden and the plot made no sense. I walked out halfway through.",
+     "negative", "plain criticism"),
+    ("Boring, predictable and far too long. A waste of a good cast.", "negative",
+     "plain criticism"),
+    ("I expected to hate it, but it won me over completely.", "positive",
+     "a turn from negative words"),
+    ("Two hours I will never get back.", "negative", "an idiom without sentiment words"),
+    ("Oh great, another sequel nobody asked for. Just what the world needed.", "negative",
+     "sarcasm"),
+    ("Un film magnifique, je le recommande à tous.", "positive", "French"),
+    ("素晴らしい映画でした。", "positive", "Japanese"),
+    ("", None, "empty"),
+)
+
+
+def main(argv):
+  """Classifies the examples, prints and writes them."""
+  del argv
+  serve, path = predict.load(FLAGS.model)
+  predictions = predict.predict(serve, [review for review, _, _ in EXAMPLES])
+  rows = []
+  for (review, expected, kind), prediction in zip(EXAMPLES, predictions):
+    row = {"review": review, "expected": expected, "kind": kind, **prediction,
+           "right": None if expected is None else prediction["sentiment"] == expected}
+    print(predict.format_prediction(len(rows), review, prediction, "text"), f"({kind})")
+    rows.append(row)
+  summary = {"model": path, "version": export.load_metadata(path)["version"], "examples": rows,
+             **common.run_facts()}
+  common.write_result(f"examples-{FLAGS.name}.json", summary)
+  print(json.dumps({"right": sum(bool(row["right"]) for row in rows),
+                    "judged": sum(row["right"] is not None for row in rows)}))
+
+
+if __name__ == "__main__":
+  app.run(main)

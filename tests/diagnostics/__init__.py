@@ -1,0 +1,1 @@
+"""Tests of trainer/diagnostics/ and python -m trainer.preflight."""

@@ -1,0 +1,17 @@
+r"""Aimed at 0.91 and above: a wider BiGRU (256 units, Embedding 256), stronger dropout, 4 epochs.
+
+  python -m trainer.train --input=../shared/data/aclImdb_v1_labeled.tar.gz \
+      --workdir=/tmp/imdb_large --preset=large
+
+Sized for one GPU (about 4x the default's compute per review). Measured on the 2-core CPU with the
+full schedule, one seed: docs/benchmarks.md (`benchmarks/accuracy.py --preset=large`).
+"""
+
+from trainer import config
+
+
+def get_config():
+  """The default recipe, wider: BiGRU(256), Embedding 256, dropout 0.4/0.4/0.5, batch 64."""
+  return config.override(
+      config.Config(), embedding_dim=256, rnn_units=(256,), embedding_dropout=0.4,
+      word_dropout=0.4, dropout=0.5, global_batch_size=64, epochs=4.0, learning_rate=2e-3)

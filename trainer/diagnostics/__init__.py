@@ -1,0 +1,1 @@
+"""The preflight's checks of a node before a long run (`python -m trainer.preflight`)."""
