@@ -23,6 +23,7 @@ def tarball_or_generated(tarball, workdir):
   if os.path.exists(tarball):
     return tarball
   print(f"{tarball} not found: generating 50,000 reviews instead.")
+  os.makedirs(workdir, exist_ok=True)
   return synthetic_imdb.write_tarball(
       synthetic_imdb.generate(reviews_per_folder=12500, reviews_per_movie=8, median_words=200),
       os.path.join(workdir, "generated_aclImdb.tar.gz"))
@@ -67,8 +68,10 @@ def run_facts():
   """When, where and on which code a benchmark ran: UTC date, machine, git revision, load."""
   revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY,
                             capture_output=True, text=True, check=False).stdout.strip()
-  dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                         cwd=REPOSITORY, capture_output=True, text=True, check=False).stdout
+  dirty = subprocess.run(  # The results folder aside: benchmarks write there.
+      ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+       ":(exclude)benchmarks/results"],
+      cwd=REPOSITORY, capture_output=True, text=True, check=False).stdout
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
                      f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",

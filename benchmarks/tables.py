@@ -113,6 +113,12 @@ def scale_table():
   return table + "\n" + notes + _source("scale.json", result)
 
 
+def _configuration(name, result):
+  """What an accuracy file measured: its result name (the preset unless --result_name), weights."""
+  measured = name[len("accuracy-"):].rsplit("-seed", 1)[0].removesuffix("-summary.json")
+  return f"`{measured.removesuffix('-' + result['export'])}` ({result['export']} weights)"
+
+
 def accuracy_table():
   """Test accuracy of the configurations measured by benchmarks/accuracy.py, over their seeds.
 
@@ -126,7 +132,7 @@ def accuracy_table():
   rows = []
   for name in summaries:
     result = _load(name)
-    rows.append((f"`{result['preset']}` ({result['export']} weights)",
+    rows.append((_configuration(name, result),
                  f"**{result['test_accuracy_mean']:.4f} ± {result['test_accuracy_std']:.4f}**",
                  f"{result['test_accuracy_min']:.4f}-{result['test_accuracy_max']:.4f}",
                  ", ".join(map(str, result["seeds"])), f"{result['wall_seconds_mean']:,} s",
@@ -134,7 +140,7 @@ def accuracy_table():
   for name in names:
     if "-seed" in name and name.rsplit("-seed", 1)[0] not in covered:
       result = _load(name)
-      rows.append((f"`{result['preset']}` ({result['export']} weights)",
+      rows.append((_configuration(name, result),
                    f"**{result['test_accuracy']:.4f}**", "-", str(result["seed"]),
                    f"{result['wall_seconds']:,} s", f"{result['train_examples_per_s']:,}",
                    result["date"][:10], f"`{name}`"))
@@ -157,8 +163,51 @@ def examples_table(name):
     rows.append((f"\"{example['review']}\"" if example["review"] else "(empty)", example["kind"],
                  example["sentiment"], f"{example['probability']:.3f}", verdict,
                  example.get("warning") or ""))
+  shares = result["test_oov_share"]
+  baseline = (f"\n\nShare of unknown words (`oov_share`) over the first {shares['reviews']:,} test "
+              f"reviews (by file name): median {shares['median']:.2f}, 99th percentile "
+              f"{shares['p99']:.2f}, max {shares['max']:.2f}; above the warning line: "
+              f"{shares['above_warning']}.")
   return _rows(("review", "what it tries", "answer", "probability positive", "", "warning"),
-               rows, numbers=False) + _source(f"examples-{name}.json", result)
+               rows, numbers=False) + baseline + _source(f"examples-{name}.json", result)
+
+
+def _percent(value):
+  """A share as a signed percentage, or "-" when absent."""
+  return "-" if value is None else f"{value:+.2%}"
+
+
+def warm_start_table(name):
+  """Cold vs warm start (benchmarks/warm_start.py), and what promotion decided of each."""
+  result = _load(f"warm-start-{name}.json")
+  if result is None:
+    return None
+  runs = _rows(("run", "first validation (step: accuracy)",
+                f"steps to production's {result['production_validation_accuracy']:.4f}",
+                "best validation", "test accuracy", "steps", "wall time"),
+               [(label, f"{run['first_validation']['step']}: {run['first_validation']['accuracy']}",
+                 run["steps_to_production_accuracy"] or "never", run["best_validation_accuracy"],
+                 run["test_accuracy"], f"{run['steps']:,}", f"{run['wall_seconds']:,} s")
+                for label, run in (("cold (random weights)", result["cold"]),
+                                   ("warm (from production)", result["warm"]))])
+  decided = [(f"`{label}`", record["verdict"], record["candidate_only_correct"],
+              record["production_only_correct"], f"{record['p_value_better']:.3g}",
+              f"{record['p_value_worse']:.3g}", _percent(record["detectable_difference"]),
+              " to ".join(map(_percent, record["bootstrap"]["interval"])),
+              f"{record['bootstrap']['p_value_better']:.3g}")
+             for label, record in result["decisions"].items() if record["bootstrap"]]
+  decisions = _rows(("candidate", "verdict", "b (only it right)", "c (only production)",
+                     "McNemar p better", "p worse", "detectable (power 0.8)",
+                     "movie bootstrap interval", "bootstrap p better"), decided)
+  return (f"Production: `{result['preset']}` trained {result['production_epochs']:g} epoch(s) "
+          f"({result['production_steps']:,} steps, seed 0): validation "
+          f"{result['production_validation_accuracy']:.4f}, test "
+          f"{result['production_test_accuracy']:.4f}. Cold and warm: {result['epochs']:g} epoch(s), "
+          f"seed {result['seed']}, validated every {result['eval_every_steps']} steps.\n\n"
+          + runs + "\n\nPromotion on the source's test reviews (`--min_improvement="
+          + f"{result['flags'].get('min_improvement', 0.005)}`; cold against production, warm "
+          "against the model in production after that):\n\n" + decisions
+          + _source(f"warm-start-{name}.json", result))
 
 
 def _default_text(value):
@@ -187,6 +236,7 @@ TABLES = {
     "config": config_table,
     "accuracy": accuracy_table,
     "examples-default": lambda: examples_table("default"),
+    "warm-start-default": lambda: warm_start_table("default"),
     "input-pipeline-500": lambda: input_pipeline_table(500),
     "input-pipeline-1000": lambda: input_pipeline_table(1000),
     "scale": scale_table,

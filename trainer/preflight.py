@@ -4,12 +4,12 @@ r"""Checks a node before hours are spent on it: one screen, and exit 0 when ever
 
 It takes every flag of trainer.train, so that a pod or a Vertex AI job runs it with the training
 command's own arguments (k8s/components/preflight, vertex/preflight.yaml): GPUs allocated vs
-seen and the CUDA/cuDNN libraries loaded; whether the model's LSTM takes the cuDNN kernel; the
-precision in force and its speed-up; an all-reduce over every GPU and worker, with its bandwidth;
-a file written, read, renamed and deleted in the workdir, with the account used; the peers; the
-training throughput on synthetic data against docs/scaling.md. A check that cannot run here (no
-GPU, one worker) says so. Exit codes: 0 every check that could run passed; 2 one failed (or a
-bad flag). The work is `diagnostics.preflight_lib.preflight`.
+seen and the CUDA/cuDNN libraries loaded; whether the model's GRU or LSTM takes the cuDNN
+kernel; the precision in force and its speed-up; an all-reduce over every GPU and worker, with its
+bandwidth; a file written, read, renamed and deleted in the workdir, with the account used; the
+peers; the training throughput on synthetic data against docs/scaling.md. A check that cannot
+run here (no GPU, one worker) says so. Exit codes: 0 every check that could run passed; 2 one
+failed (or a bad flag). The work is `diagnostics.preflight_lib.preflight`.
 """
 
 import dataclasses

@@ -1,4 +1,4 @@
-r"""Trains, evaluates and exports the BiLSTM classifier.
+r"""Trains, evaluates and exports the BiGRU (or BiLSTM) classifier.
 
   python -m trainer.train --input=../shared/data/aclImdb_v1_labeled.tar.gz --workdir=/tmp/imdb_run
   python -m trainer.train --data_dir=/tmp/imdb_prepared --workdir=/tmp/imdb_run --preset=local

@@ -1,4 +1,4 @@
-"""The BiLSTM classifier: token ids -> one float32 logit per review.
+"""The BiGRU or BiLSTM classifier: token ids -> one float32 logit per review.
 
 It knows nothing of devices, strategies or precision: callers set the Keras dtype policy and
 build it inside a strategy scope.
