@@ -24,6 +24,7 @@ from trainer.config import Options
 from trainer.data import sources
 from trainer.errors import UserInputError
 from trainer.serving import evaluation
+from trainer.serving import export
 from trainer.serving import promote
 
 FLAGS = flags.FLAGS
@@ -32,7 +33,8 @@ FLAGS = flags.FLAGS
 @dataclasses.dataclass(frozen=True)
 class PromoteOptions(Options):
   """The flags of promote beside the policy and the source."""
-  candidate: str | None = option(None, "Export folder to promote (local or gs://).")
+  candidate: str | None = option(None, "Export to promote (local or gs://); a folder of versions "
+                                 "or a training workdir means its newest export.")
   production: str | None = option(None, "Production folder (local or gs://).", required=True)
 
 
@@ -67,7 +69,8 @@ def main():
   else:
     policy = cli.options_from_flags(promote.Policy())
     assessor = promote.Assessor(evaluation.test_split(cli.source_from_flags()))
-    record = promote.promote(options.candidate, options.production, assessor, policy)
+    record = promote.promote(export.resolve_export(options.candidate), options.production,
+                             assessor, policy)
   print(json.dumps(record, sort_keys=True), flush=True)
   promote.raise_alerts(record)
 

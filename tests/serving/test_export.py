@@ -166,6 +166,13 @@ def test_versions_increase_and_metadata_travels_with_the_export(tmp_path, export
   newer = export.export(classifier, root, {})
   assert int(os.path.basename(newer)) > int(os.path.basename(exported))
   assert export.latest_export(root) == newer
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  os.symlink(root, workdir / "export")  # A training workdir: its exports are in export/.
+  for named in (newer, root):  # An export, its folder of versions.
+    assert export.resolve_export(named) == newer
+  assert export.resolve_export(str(workdir)) == os.path.join(workdir, "export",
+                                                            os.path.basename(newer))
   assert sorted(os.listdir(root)) == sorted([os.path.basename(exported), os.path.basename(newer)])
   unversioned = str(tmp_path / "model")
   for _ in range(2):  # The second export replaces the first.

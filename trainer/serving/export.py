@@ -258,3 +258,9 @@ def latest_export(export_root):
   """The newest version folder under `export_root`, or None."""
   versions = _versions(export_root)
   return storage.join(export_root, str(max(versions))) if versions else None
+
+
+def resolve_export(path):
+  """The export `path` names: itself, the newest version under it, or under its export/ (a
+  training workdir)."""
+  return latest_export(path) or latest_export(storage.join(path, "export")) or path

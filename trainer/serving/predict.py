@@ -13,11 +13,10 @@ import tensorflow as tf
 
 from trainer.errors import UserInputError
 from trainer.serving import export
-from trainer import storage
 
 _EXCERPT_CHARACTERS = 60
-# Of 5,000 IMDB test reviews none had more than 19% of its tokens outside the default preset's
-# vocabulary (median 4%); French reviews had about 45%, German 73%, Japanese 100%.
+# Above every English IMDB test review measured, below reviews in other languages
+# (benchmarks/examples.py; the numbers: docs/operations.md).
 MAX_TRUSTED_OOV_SHARE = 0.3
 
 
@@ -30,8 +29,7 @@ def load(model_path):
   if not tf.io.gfile.exists(model_path):
     raise UserInputError(f"--model={model_path} does not exist. Pass an export folder, e.g. "
                          "<workdir>/export written by python -m trainer.train.")
-  path = (export.latest_export(model_path)
-          or export.latest_export(storage.join(model_path, "export")) or model_path)
+  path = export.resolve_export(model_path)
   export.load_metadata(path)  # Raises a clear error unless it is an export of this project.
   return tf.saved_model.load(path).signatures[export.SIGNATURE], path
 
