@@ -29,7 +29,6 @@ flags.DEFINE_string("name", "default", "Names the result file: examples-<name>.j
 flags.DEFINE_integer("test_reviews", 5000, "Test reviews whose share of unknown words is measured.")
 common.define_tarball_flag()
 
-BATCH = 256  # Test reviews classified at once.
 # (review, what a reader would call it, what it tries), the reader's label first.
 EXAMPLES = (
     ("A wonderful, moving film. The cast is superb and the story stays with you.", "positive",
@@ -52,12 +51,12 @@ EXAMPLES = (
 )
 
 
-def test_oov_shares(serve, workdir):
+def test_oov_shares(path, workdir):
   """Quantiles of the share of unknown words over the first --test_reviews test reviews."""
   texts = evaluation.test_split(sources.read_tarball(
       common.tarball_or_generated(FLAGS.data, workdir))).texts[:FLAGS.test_reviews]
-  shares = np.array([prediction["oov_share"] for start in range(0, len(texts), BATCH)
-                     for prediction in predict.predict(serve, texts[start:start + BATCH])])
+  seen = evaluation.signals(path, texts)
+  shares = seen.oov_tokens / np.maximum(seen.token_count, 1)
   quantiles = {"median": 0.5, "p99": 0.99, "max": 1.0}
   return {"reviews": len(texts), "source": FLAGS.data,
           "above_warning": int(np.sum(shares > predict.MAX_TRUSTED_OOV_SHARE)),
@@ -76,7 +75,7 @@ def main(argv):
     print(predict.format_prediction(len(rows), review, prediction, "text"), f"({kind})")
     rows.append(row)
   summary = {"model": path, "version": export.load_metadata(path)["version"], "examples": rows,
-             "test_oov_share": test_oov_shares(serve, tempfile.mkdtemp(prefix="examples_")),
+             "test_oov_share": test_oov_shares(path, tempfile.mkdtemp(prefix="examples_")),
              **common.run_facts()}
   common.write_result(f"examples-{FLAGS.name}.json", summary)
   print(json.dumps({"right": sum(bool(row["right"]) for row in rows),
